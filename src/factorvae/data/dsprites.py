@@ -37,7 +37,7 @@ def _inside(shape: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     if shape == "ellipse":
         return (x / 1.0) ** 2 + (y / 0.5) ** 2 <= 1.0
     # the classic heart curve spans x ∈ [-1.14, 1.14], y ∈ [-1, 1.25]; recentre it and shrink it to ~unit size
-    hx, hy = x * 1.2, y * 1.2 + 0.125
+    hx, hy = x * 1.3, y * 1.3 + 0.125
     return (hx**2 + hy**2 - 1.0) ** 3 - hx**2 * hy**3 <= 0.0
 
 
@@ -108,7 +108,9 @@ class DSpritesFile(GroundTruthData):
                         "'imgs' and 'latents_classes'"
                     )
                 imgs, classes = npz["imgs"], npz["latents_classes"]
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        except DataError:
+            raise
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
             raise DataError(f"{path} is not a readable .npz file ({exc}); pass the dSprites npz") from exc
         if imgs.ndim != 3 or imgs.shape[1:] != (64, 64):
             raise DataError(f"{path}: 'imgs' has shape {imgs.shape}, expected (N, 64, 64)")

@@ -1,0 +1,102 @@
+"""Command-line interface: a thin layer that parses into the same Config and functions as the Python API.
+
+Every user error (bad setting, missing file, unusable run directory) ends in one line on stderr,
+``factorvae: error: ...``, and exit status 2, with no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from .config import MODELS, ConfigError, make_config, parse_set
+from .data import DataError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line (the brief's rule for bad input)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a model (defaults: the paper's full settings)")
+    p.add_argument("--model", help=f"method: {', '.join(MODELS)} (default factorvae)")
+    p.add_argument("--dataset", help="data set name (default dsprites; see `factorvae data list`)")
+    p.add_argument("--data-path", help="read the real data set from this file or folder instead of the built-in one")
+    p.add_argument("--beta", type=float, help="β of β-VAE (default 4)")
+    p.add_argument("--gamma", type=float, help="γ of FactorVAE (default 40)")
+    p.add_argument("--steps", type=int, help="total training iterations (default 300000)")
+    p.add_argument("--batch-size", type=int, help="minibatch size (default 64)")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--device", help="auto, cpu or cuda (default auto)")
+    p.add_argument("--eval-every", type=int, help="evaluate the metrics every N steps (default 0: off)")
+    p.add_argument("--out", help="run directory to create (default runs/<model>-<dataset>-s<seed>-<time>)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR (optionally to a new --steps)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other setting")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+_TRAIN_FLAGS = ("model", "dataset", "data_path", "beta", "gamma", "steps", "batch_size", "seed", "device",
+                "eval_every")
+
+
+def cmd_train(args) -> int:
+    from .train import fit, prepare_run
+
+    overrides = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k) is not None}
+    overrides.update(parse_set(args.set))
+    if args.resume:
+        extra = sorted(set(overrides) - {"steps"})
+        if extra or args.out:
+            given = ", ".join(extra + (["out"] if args.out else []))
+            raise ConfigError(f"--resume reads every setting from {args.resume}/config.json; only --steps may "
+                              f"change, but {given} was given")
+        run = prepare_run(None, args.resume, resume=True, steps=overrides.get("steps"))
+    else:
+        config = make_config(**overrides)
+        out = args.out or f"runs/{config.model}-{config.dataset}-s{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run = prepare_run(config, out)
+    print(f"training {run.config.model} on {run.config.dataset} from step {run.step} to {run.config.steps} "
+          f"into {run.out_dir}", file=sys.stderr)
+    out = fit(run, progress=not args.quiet)
+    print(f"finished: {out}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="factorvae", description="FactorVAE (Kim & Mnih, ICML 2018): train, evaluate and inspect runs."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_train(sub)
+    return parser
+
+
+COMMANDS = {"train": cmd_train}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .train import RunError, RunInterrupted
+
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, DataError, RunError, FileNotFoundError) as exc:
+        print(f"factorvae: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except RunInterrupted as exc:
+        print(f"factorvae: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("factorvae: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""Training methods, one per file (paper §2–4): each owns its networks, optimizers and ``train_step``.
+
+A method exposes ``modules`` and ``optimizers`` (name -> object, saved in checkpoints), ``kind``
+("vae" or "gan") and ``train_step(next_batch) -> dict of detached tensors``, where ``next_batch()``
+returns a fresh minibatch (B, C, H, W) float32 in [0, 1] on the training device.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..config import Config
+from .factorvae import FactorVAE
+from .vae import BetaVAE
+
+METHODS = {"vae": BetaVAE, "betavae": BetaVAE, "factorvae": FactorVAE}
+
+
+def build_method(config: Config, channels: int, generator: torch.Generator, device: torch.device):
+    """The method object named by ``config.model``."""
+    if config.model == "infowgan-gp":
+        from .infowgan_gp import InfoWGANGP  # imported lazily: written in its own module
+
+        return InfoWGANGP(config, channels, generator, device)
+    return METHODS[config.model](config, channels, generator, device)

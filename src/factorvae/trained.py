@@ -1,0 +1,79 @@
+"""A trained run, loaded for use: encode, decode, and the representation the metrics score (paper §4–5).
+
+``load(run_dir)`` rebuilds the method from the run's ``config.json`` and loads ``checkpoint.pt`` with
+``weights_only=True``. The returned object works on numpy arrays (or tensors) in large batches under
+``torch.inference_mode``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import load_checkpoint
+from .config import Config, make_config
+from .data import GroundTruthData
+from .data import load as load_data
+from .methods import build_method
+from .train import RunError, is_run_dir, resolve_device
+
+
+class TrainedModel:
+    """The networks of a run plus its config and data set. ``kind`` is "vae" or "gan"."""
+
+    def __init__(
+        self, config: Config, data: GroundTruthData, method, step: int, run_dir: Path | None, device: torch.device
+    ) -> None:
+        self.config, self.data, self.method, self.step = config, data, method, step
+        self.run_dir, self.device = run_dir, device
+        self.kind = method.kind
+        self.latent_dim = config.latent_dim
+        for m in method.modules.values():
+            m.eval()
+
+    def _batches(self, x, fn, batch_size: int):
+        as_numpy = isinstance(x, np.ndarray)
+        outs = []
+        with torch.inference_mode():
+            for i in range(0, len(x), batch_size):
+                chunk = torch.as_tensor(x[i : i + batch_size], dtype=torch.float32).to(self.device)
+                out = fn(chunk)
+                outs.append(out if isinstance(out, tuple) else (out,))
+        cols = list(zip(*outs, strict=True)) if outs else []
+        joined = [None if parts[0] is None else torch.cat(parts) for parts in cols]
+        if as_numpy:
+            joined = [None if t is None else t.cpu().numpy() for t in joined]
+        return joined
+
+    def encode(self, images, batch_size: int = 1024):
+        """(mu, logvar) for float images (n, C, H, W) in [0, 1]; a GAN's Q gives (c_hat, None)."""
+        mu, logvar = self._batches(images, self.method.encode, batch_size)
+        return mu, logvar
+
+    def represent(self, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """The representation scored by the metrics: the encoder mean (n, D)."""
+        return self.encode(images, batch_size)[0]
+
+    def decode(self, z, batch_size: int = 1024):
+        """Images (n, C, H, W) in [0, 1] for codes (n, D)."""
+        return self._batches(z, self.method.decode, batch_size)[0]
+
+
+def load(run_dir: str | Path, device: str = "cpu") -> TrainedModel:
+    """The trained model of the run in ``run_dir`` (its latest checkpoint)."""
+    run_dir = Path(run_dir)
+    if not is_run_dir(run_dir):
+        raise RunError(f"{run_dir} is not a run directory (no config.json); train one with `factorvae train`")
+    if not (run_dir / "checkpoint.pt").is_file():
+        raise RunError(f"{run_dir} has no checkpoint.pt yet; resume training with `factorvae train --resume {run_dir}`")
+    state = load_checkpoint(run_dir / "checkpoint.pt", map_location="cpu")
+    config = make_config(**json.loads(state["config"]))
+    dev = resolve_device(device)
+    data = load_data(config.dataset, config.data_path)
+    method = build_method(config, data.observation_shape[0], torch.Generator(device=dev), dev)
+    for k, m in method.modules.items():
+        m.load_state_dict(state["modules"][k])
+    return TrainedModel(config, data, method, int(state["step"]), run_dir, dev)

@@ -1,0 +1,117 @@
+"""Built-in dSprites renderer and the npz reader (paper-notes §8)."""
+
+import numpy as np
+import pytest
+
+from factorvae.data import DataError, factors_to_index, index_to_factors, load
+from factorvae.data.dsprites import DSpritesFile
+
+
+@pytest.fixture(scope="module")
+def dsprites():
+    return load("dsprites")
+
+
+def test_interface(dsprites):
+    assert dsprites.factor_sizes == (3, 6, 40, 32, 32)
+    assert dsprites.factor_names == ("shape", "scale", "orientation", "posX", "posY")
+    assert dsprites.num_examples == 737_280
+    f = dsprites.sample_factors(7, np.random.default_rng(0))
+    assert f.dtype == np.int64 and f.shape == (7, 5)
+    x = dsprites.observations(f)
+    assert x.dtype == np.float32 and x.shape == (7, 1, 64, 64)
+    assert set(np.unique(x)) <= {0.0, 1.0}
+
+
+def test_index_factor_roundtrip(dsprites):
+    idx = np.arange(0, dsprites.num_examples, 977)
+    f = index_to_factors(idx, dsprites.factor_sizes)
+    assert np.array_equal(factors_to_index(f, dsprites.factor_sizes), idx)
+    assert np.array_equal(f[-1], np.unravel_index(idx[-1], dsprites.factor_sizes))
+    assert factors_to_index(np.array([[0, 0, 0, 0, 1]]), dsprites.factor_sizes)[0] == 1  # posY fastest
+
+
+def test_deterministic_and_centred_at_position(dsprites):
+    f = np.array([[2, 5, 0, 0, 0], [2, 5, 0, 31, 31], [0, 0, 0, 16, 8]])
+    a, b = dsprites.observations(f), dsprites.observations(f)
+    assert np.array_equal(a, b)
+    for img, (px, py) in zip(a[:, 0], [(0, 0), (31, 31), (16, 8)], strict=True):
+        rows, cols = np.nonzero(img)
+        # the sprite window's centre is pixel (16 + pos); the shape's centroid sits within 2 px of it
+        assert abs(cols.mean() - (16 + px)) < 2.0 and abs(rows.mean() - (16 + py)) < 2.5
+
+
+def test_every_image_stays_in_frame_and_is_nonempty(dsprites):
+    # extremes of position with the largest scale and every orientation and shape
+    f = np.array([[s, 5, o, x, y] for s in range(3) for o in range(0, 40, 3) for x in (0, 31) for y in (0, 31)])
+    imgs = dsprites.observations(f)[:, 0]
+    assert (imgs.sum((1, 2)) > 50).all()
+    # nothing touches the border: every shape is fully inside the frame
+    border = np.concatenate([imgs[:, 0], imgs[:, -1], imgs[:, :, 0], imgs[:, :, -1]], axis=1)
+    assert border.sum() == 0
+
+
+def test_each_factor_changes_the_image(dsprites):
+    base = np.array([1, 3, 5, 10, 20])
+    for k, size in enumerate(dsprites.factor_sizes):
+        rows = np.repeat(base[None], 2, 0)
+        rows[1, k] = (base[k] + 1) % size
+        a, b = dsprites.observations(rows)
+        assert not np.array_equal(a, b), dsprites.factor_names[k]
+
+
+def test_scale_grows_area_and_orientation_wraps(dsprites):
+    f = np.array([[2, s, 0, 16, 16] for s in range(6)])
+    areas = dsprites.observations(f).sum((1, 2, 3))
+    assert (np.diff(areas) > 0).all()
+    ends = dsprites.observations(np.array([[2, 5, 0, 16, 16], [2, 5, 39, 16, 16]]))
+    assert np.array_equal(ends[0], ends[1])  # linspace(0, 2π) with both ends, as in the original
+
+
+def test_renderer_speed_is_on_demand(dsprites):
+    # rendering 4096 images must not need a big array: the sprite bank is 720 × 32 × 32 bytes
+    assert dsprites.sprites.nbytes == 720 * 1024
+
+
+def _write_text(path, text):
+    path.write_text(text)
+    return path
+
+
+def _write_npz(path, sizes=(3, 2, 2, 2, 2), imgs=None, **overrides):
+    n = int(np.prod(sizes))
+    classes = np.concatenate([np.zeros((n, 1), np.int64), index_to_factors(np.arange(n), sizes)], 1)
+    if imgs is None:
+        imgs = np.zeros((n, 64, 64), np.uint8)
+        imgs[np.arange(n), np.arange(n) % 64, 3] = 1  # each image marks its own index
+    arrays = {"imgs": imgs, "latents_classes": classes, "latents_values": classes.astype(np.float64)}
+    arrays.update(overrides)
+    np.savez_compressed(path, **{k: v for k, v in arrays.items() if v is not None})
+    return path
+
+
+def test_npz_reader_reads_the_original_format(tmp_path):
+    data = DSpritesFile(_write_npz(tmp_path / "d.npz"))
+    assert data.factor_sizes == (3, 2, 2, 2, 2) and data.num_examples == 48
+    f = np.array([[1, 0, 1, 1, 0]])
+    idx = factors_to_index(f, data.factor_sizes)[0]
+    img = data.observations(f)
+    assert img.shape == (1, 1, 64, 64) and img[0, 0, idx % 64, 3] == 1.0 and img.sum() == 1.0
+    assert load("dsprites", tmp_path / "d.npz").num_examples == 48
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p / "missing.npz", "not found"),
+        (lambda p: _write_text(p / "x.npz", "not a zip"), "not a readable .npz"),
+        (lambda p: _write_npz(p / "a.npz", latents_classes=None), "missing array(s) ['latents_classes']"),
+        (lambda p: _write_npz(p / "b.npz", imgs=np.zeros((48, 32, 32), np.uint8)), "expected (N, 64, 64)"),
+        (lambda p: _write_npz(p / "c.npz", latents_classes=np.zeros((48, 6), np.int64)), "not a full factor grid"),
+        (lambda p: _write_npz(p / "e.npz", imgs=np.full((48, 64, 64), 255, np.uint8)), "binary 0/1"),
+    ],
+)
+def test_npz_reader_errors(tmp_path, make, message):
+    with pytest.raises(DataError) as err:
+        DSpritesFile(make(tmp_path))
+    assert message in str(err.value) and "\n" not in str(err.value)

@@ -1,0 +1,132 @@
+"""Algorithm 2's gradient isolation and the methods' objectives (paper §3; paper-notes §2)."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from factorvae.config import make_config
+from factorvae.methods import build_method
+
+
+def _method(model="factorvae", **kw):
+    cfg = make_config(model=model, batch_size=8, **kw)
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    return build_method(cfg, 1, g, torch.device("cpu"))
+
+
+def _batches(seed=0, b=8):
+    rng = np.random.default_rng(seed)
+    return lambda: torch.from_numpy((rng.random((b, 1, 64, 64)) > 0.7).astype(np.float32))
+
+
+def _params(module):
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def _same(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_vae_step_leaves_discriminator_unchanged_and_gradient_free(monkeypatch):
+    m = _method()
+    before = _params(m.discriminator)
+    seen = []
+    vae_step = m.opt_vae.step
+
+    def checked_step():
+        # at the VAE update, D has no gradient at all: backward(inputs=...) sent it only to the VAE
+        seen.append([p.grad for p in m.discriminator.parameters()])
+        vae_step()
+
+    monkeypatch.setattr(m.opt_vae, "step", checked_step)
+    monkeypatch.setattr(m.opt_d, "step", lambda: None)  # leave out the discriminator's own update
+    m.train_step(_batches())
+    assert seen and all(g is None for g in seen[0])
+    assert _same(before, _params(m.discriminator))
+
+
+def test_discriminator_step_leaves_encoder_and_decoder_bit_identical(monkeypatch):
+    m = _method()
+    enc, dec = _params(m.encoder), _params(m.decoder)
+    # make the VAE optimizer step a no-op: whatever changes now is the discriminator step's doing
+    monkeypatch.setattr(m.opt_vae, "step", lambda: None)
+    d_before = _params(m.discriminator)
+    m.train_step(_batches())
+    assert _same(enc, _params(m.encoder)) and _same(dec, _params(m.decoder))
+    assert not _same(d_before, _params(m.discriminator))  # and D did learn
+
+
+def test_tc_term_sends_gradient_to_the_encoder():
+    grads = {}
+    for gamma in (0.0, 40.0):
+        m = _method(gamma=gamma)
+        x = _batches(3)()
+        mu, logvar = m.encoder(x)
+        tc = (lambda lg: (lg[:, 0] - lg[:, 1]).mean())(m.discriminator(mu))
+        m.encoder.zero_grad()
+        (gamma * tc).backward(inputs=list(m.encoder.parameters()))
+        grads[gamma] = sum(float(p.grad.abs().sum()) for p in m.encoder.parameters() if p.grad is not None)
+    assert grads[0.0] == 0.0 and grads[40.0] > 0.0
+
+
+def test_factorvae_uses_two_independent_minibatches():
+    m = _method()
+    calls = []
+    base = _batches()
+
+    def counting():
+        calls.append(1)
+        return base()
+
+    m.train_step(counting)
+    assert len(calls) == 2
+    m_same = _method(same_batch=True)
+    calls.clear()
+    m_same.train_step(counting)
+    assert len(calls) == 1
+
+
+def test_betavae_weights_kl_by_beta():
+    out = {}
+    for model, beta in (("vae", 16.0), ("betavae", 4.0)):
+        m = _method(model=model, beta=beta)
+        numbers = m.train_step(_batches(5))
+        out[model] = numbers
+        weight = 1.0 if model == "vae" else beta
+        torch.testing.assert_close(numbers["loss"], numbers["recon"] + weight * numbers["kl"])
+    assert "tc" not in out["vae"]
+
+
+def test_factorvae_loss_is_elbo_plus_gamma_tc():
+    m = _method(gamma=10.0)
+    n = m.train_step(_batches(2))
+    torch.testing.assert_close(n["loss"], n["recon"] + n["kl"] + 10.0 * n["tc"])
+    assert 0.0 <= float(n["d_acc"]) <= 1.0
+    assert n["kl_per_dim"].shape == (10,)
+    torch.testing.assert_close(n["kl_per_dim"].sum(), n["kl"])
+
+
+@pytest.mark.parametrize("model", ["vae", "betavae", "factorvae"])
+def test_reconstruction_falls_in_a_short_run(model):
+    m = _method(model, lr=1e-3)  # 10x the paper's lr so that 30 steps show learning
+    rng = np.random.default_rng(0)
+    from factorvae.data import load
+
+    data = load("dsprites")
+    batches = lambda: torch.from_numpy(data.sample_observations(16, rng))  # noqa: E731
+    first = [float(m.train_step(batches)["recon"]) for _ in range(3)]
+    for _ in range(30):
+        last = float(m.train_step(batches)["recon"])
+    assert last < 0.7 * np.mean(first)
+
+
+def test_method_state_roundtrip_keeps_paper_optimizer_settings():
+    m = _method()
+    assert m.opt_vae.defaults["lr"] == 1e-4 and m.opt_vae.defaults["betas"] == (0.9, 0.999)
+    assert m.opt_d.defaults["lr"] == 1e-4 and m.opt_d.defaults["betas"] == (0.5, 0.9)
+    n_linear = sum(isinstance(x, torch.nn.Linear) for x in m.discriminator.modules())
+    assert n_linear == 7 and m.discriminator.net[0].out_features == 1000
+    assert copy.deepcopy(m.discriminator.state_dict()).keys() == m.discriminator.state_dict().keys()
