@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from .config import MODELS, ConfigError, make_config, parse_set
 from .data import DataError
@@ -69,16 +70,75 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="score a run with the disentanglement metrics; writes RUN_DIR/eval.json")
+    p.add_argument("run_dir", help="a run directory made by `factorvae train`")
+    p.add_argument("--metrics", default="factorvae,betavae,mig,dci,sap,tc",
+                   help="comma-separated: factorvae, betavae, mig, dci, sap, tc (default all)")
+    p.add_argument("--protocol", default="paper", choices=("paper", "dlib"),
+                   help="sample sizes: the paper's (L=100, 800+800 votes) or disentanglement_lib's")
+    p.add_argument("--seed", type=int, default=0, help="seed of the metrics' random draws (default 0)")
+    p.add_argument("--exhaustive", action="store_true",
+                   help="encode the whole data set once and draw every vote from those codes")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import evaluate_run, print_table
+    from .train import resolve_device
+
+    device = str(resolve_device(args.device))
+    results = evaluate_run(args.run_dir, args.metrics.split(","), args.protocol, args.seed, args.exhaustive, device)
+    print_table(results)
+    print(f"wrote {Path(args.run_dir) / 'eval.json'}", file=sys.stderr)
+    return 0
+
+
+def _add_data(sub) -> None:
+    p = sub.add_parser("data", help="list, describe and preview the data sets")
+    dsub = p.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    dsub.add_parser("list", help="the data sets, built-in or read from files")
+    info = dsub.add_parser("info", help="size, shape and factors of a data set")
+    info.add_argument("name")
+    info.add_argument("--data-path", help="describe the real files at this path instead of the built-in data")
+    prev = dsub.add_parser("preview", help="a PNG grid: each row sweeps one factor (random images if none)")
+    prev.add_argument("name")
+    prev.add_argument("--data-path", help="preview the real files at this path instead of the built-in data")
+    prev.add_argument("--out", default=None, help="PNG to write (default NAME-preview.png)")
+    prev.add_argument("--seed", type=int, default=0)
+    prev.add_argument("--zoom", type=int, default=2, help="pixel zoom of the saved picture (default 2)")
+
+
+def cmd_data(args) -> int:
+    from .data import load
+    from .data.preview import dataset_info, list_datasets, preview_grid, save_png
+
+    if args.data_command == "list":
+        for d in list_datasets():
+            tags = ("built-in" if d["builtin"] else "files only") + (", factors" if d["has_factors"] else "")
+            print(f"{d['name']:<10} {tags:<20} {d['description']}")
+    elif args.data_command == "info":
+        for key, value in dataset_info(args.name, args.data_path).items():
+            print(f"{key}: {value}")
+    else:
+        out = Path(args.out or f"{args.name}-preview.png")
+        save_png(preview_grid(load(args.name, args.data_path), seed=args.seed), out, zoom=args.zoom)
+        print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="factorvae", description="FactorVAE (Kim & Mnih, ICML 2018): train, evaluate and inspect runs."
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_train(sub)
+    _add_evaluate(sub)
+    _add_data(sub)
     return parser
 
 
-COMMANDS = {"train": cmd_train}
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "data": cmd_data}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 MODELS = ("vae", "betavae", "factorvae", "infowgan-gp")
+METRIC_NAMES = ("factorvae", "betavae", "mig", "dci", "sap", "tc")
 
 
 class ConfigError(ValueError):
@@ -59,7 +60,7 @@ class Config:
     log_every: int = 100  # steps between log lines
     checkpoint_every: int = 5_000  # steps between checkpoints (always one at the end)
     eval_every: int = 0  # steps between metric evaluations during training; 0: off
-    eval_metrics: tuple[str, ...] = ("factorvae",)  # metrics computed every eval_every steps
+    eval_metrics: tuple[str, ...] = ("factorvae", "tc")  # metrics computed every eval_every steps
     eval_protocol: str = "paper"
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept with the run
 
@@ -113,6 +114,9 @@ def validate(c: Config) -> None:
         raise ConfigError("learning rates must be > 0")
     if c.device not in ("auto", "cpu", "cuda") and not c.device.startswith("cuda:"):
         raise ConfigError(f"unknown device '{c.device}'; use auto, cpu or cuda")
+    bad = [m for m in c.eval_metrics if m not in METRIC_NAMES]
+    if bad:
+        raise ConfigError(f"unknown eval metric(s) {bad}; choose from: {', '.join(METRIC_NAMES)}")
     if c.eval_protocol not in ("paper", "dlib"):
         raise ConfigError(f"unknown eval protocol '{c.eval_protocol}'; use paper or dlib")
 

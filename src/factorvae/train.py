@@ -267,8 +267,13 @@ def fit(run: Run, progress: bool = True) -> Path:
 def _evaluate_during_training(run: Run) -> None:
     from .evaluate import evaluate_method
 
-    results = evaluate_method(run, run.config.eval_metrics, run.config.eval_protocol, seed=run.config.seed)
-    _append_jsonl(run.out_dir / "metrics.jsonl", {"step": run.step, **results})
+    cfg = run.config
+    results = evaluate_method(run.method, run.data, run.device, cfg.eval_metrics, cfg.eval_protocol, cfg.seed,
+                              progress=False)
+    record = {"step": run.step, **results}
+    if "tc" in results:
+        record["tc_true"] = results["tc"]["score"]
+    _append_jsonl(run.out_dir / "metrics.jsonl", record)
 
 
 def train(config: Config, out_dir: str | Path, *, progress: bool = True) -> Path:

@@ -1,0 +1,136 @@
+"""Run directory -> representation -> metrics -> ``eval.json`` (paper §4–5, Fig. 7).
+
+The representation scored is the encoder mean (a GAN's Q prediction for InfoWGAN-GP). Besides the
+disentanglement metrics, "tc" reports the true total correlation of q(z) (exact-mixture Monte Carlo) and,
+for FactorVAE, the discriminator's estimate on the same number of codes, so the two can be compared as in
+the paper's Figure 7.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .checkpoint import atomic_write_text
+from .data import DataError, GroundTruthData
+from .losses import reparameterize, tc_from_logits
+from .metrics import METRICS, estimate_total_correlation, evaluate_metrics
+from .metrics.protocol import metric_rng
+
+ALL_METRICS = (*METRICS, "tc")
+TC_SAMPLES = 10_000  # data points in the mixture and Monte-Carlo samples of the true-TC estimate
+
+
+def check_metric_names(names: Sequence[str]) -> list[str]:
+    names = [n.strip() for n in names if n.strip()]
+    unknown = [n for n in names if n not in ALL_METRICS]
+    if unknown or not names:
+        raise DataError(f"unknown metric(s) {unknown or names}; choose from: {', '.join(ALL_METRICS)}")
+    return names
+
+
+def _encode_fn(method, device: torch.device):
+    """numpy observations -> (mu, logvar) numpy, in inference mode on the method's device."""
+
+    def encode(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        with torch.inference_mode():
+            mu, logvar = method.encode(torch.from_numpy(np.ascontiguousarray(obs, dtype=np.float32)).to(device))
+        return mu.cpu().numpy(), None if logvar is None else logvar.cpu().numpy()
+
+    return encode
+
+
+def discriminator_tc(method, data: GroundTruthData, device: torch.device, n: int, seed: int) -> float:
+    """The discriminator's TC estimate, mean(logit_0 − logit_1), over n codes z ~ q(z|x)."""
+    rng = metric_rng(seed, "tc/discriminator")
+    gen = torch.Generator(device=device).manual_seed(seed)
+    total = 0.0
+    with torch.inference_mode():
+        for start in range(0, n, 2048):
+            x = torch.from_numpy(data.observations(data.sample_factors(min(2048, n - start), rng))).to(device)
+            mu, logvar = method.encode(x)
+            total += float(tc_from_logits(method.discriminator(reparameterize(mu, logvar, gen)))) * len(x)
+    return total / n
+
+
+def evaluate_method(
+    method, data: GroundTruthData, device: torch.device, names: Sequence[str], protocol: str = "paper",
+    seed: int = 0, exhaustive: bool = False, progress: bool | None = None,
+    settings: Mapping[str, Mapping[str, Any]] | None = None, tc_samples: int = TC_SAMPLES,
+) -> dict[str, Any]:
+    """{metric name: result} for a method object (used by training's periodic evaluation and by the CLI).
+
+    ``settings`` overrides metric settings by name (e.g. ``{"factorvae": {"num_train": 100}}``);
+    ``tc_samples`` is the size of the true-TC estimate (mixture components and Monte-Carlo samples).
+    """
+    names = check_metric_names(names)
+    encode = _encode_fn(method, device)
+    metric_names = [n for n in names if n != "tc"]
+    results: dict[str, Any] = {}
+    if metric_names:
+        chosen = {k: v for k, v in (settings or {}).items() if k in metric_names}
+        results.update(evaluate_metrics(data, lambda obs: encode(obs)[0], metric_names, protocol, seed,
+                                        exhaustive=exhaustive, settings=chosen, progress=progress))
+    if "tc" in names:
+        if method.kind != "vae":
+            results["tc"] = {"metric": "tc", "score": None, "note": "no posterior q(z|x) for a GAN: TC is undefined"}
+        else:
+            tc = estimate_total_correlation(data, encode, tc_samples, tc_samples, seed)
+            tc.update(metric="tc", score=tc["tc"])
+            if hasattr(method, "discriminator"):
+                tc["tc_discriminator"] = discriminator_tc(method, data, device, tc_samples, seed)
+            results["tc"] = tc
+    return results
+
+
+def evaluate_run(
+    run_dir: str | Path, names: Sequence[str] = ALL_METRICS, protocol: str = "paper", seed: int = 0,
+    exhaustive: bool = False, device: str = "cpu", progress: bool | None = None,
+    settings: Mapping[str, Mapping[str, Any]] | None = None, tc_samples: int = TC_SAMPLES,
+) -> dict[str, Any]:
+    """Score the run's latest checkpoint and merge the results into ``run_dir/eval.json`` (atomically)."""
+    from .trained import load
+
+    names = check_metric_names(names)
+    model = load(run_dir, device=device)
+    if not model.data.has_factors:
+        raise DataError(f"data set '{model.data.name}' has no ground-truth factors, so there is nothing to score; "
+                        f"look at the run with `factorvae traverse {run_dir}` instead")
+    results = evaluate_method(model.method, model.data, model.device, names, protocol, seed, exhaustive, progress,
+                              settings, tc_samples)
+    for r in results.values():
+        r["step"] = model.step
+    path = Path(run_dir) / "eval.json"
+    merged = json.loads(path.read_text()) if path.exists() else {}
+    merged.update(results)
+    atomic_write_text(path, json.dumps(merged, indent=1) + "\n")
+    return results
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """A readable table: metric, score, protocol and the settings that matter most."""
+    rows = [("metric", "score", "protocol", "details")]
+    for name, r in results.items():
+        score = "n/a" if r.get("score") is None else f"{r['score']:.4f}"
+        if name == "tc":
+            details = f"true TC (nats), {r.get('num_data', '?')} points"
+            if "tc_discriminator" in r:
+                details += f"; discriminator estimate {r['tc_discriminator']:.4f}"
+        else:
+            s = r.get("settings", {})
+            details = ", ".join(f"{k}={v}" for k, v in list(s.items())[:4])
+        rows.append((name, score, r.get("protocol", "-"), details))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(3)]
+    return "\n".join(
+        "  ".join(str(c).ljust(w) for c, w in zip(row[:3], widths, strict=True)) + "  " + row[3] for row in rows
+    )
+
+
+def print_table(results: dict[str, Any]) -> None:
+    print(format_table(results), file=sys.stdout)
