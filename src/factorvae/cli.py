@@ -127,6 +127,48 @@ def cmd_data(args) -> int:
     return 0
 
 
+def _add_visuals(sub) -> None:
+    p = sub.add_parser("traverse", help="latent traversals (PNG + GIF), reconstructions, samples and curves")
+    p.add_argument("run_dir", help="a run directory made by `factorvae train`")
+    p.add_argument("--seeds", type=int, default=3, help="number of seed images to traverse (default 3)")
+    p.add_argument("--steps", type=int, default=10, help="columns per traversal row (default 10)")
+    p.add_argument("--limit", type=float, default=3.0, help="sweep from -LIMIT to LIMIT (default 3)")
+    p.add_argument("--mode", choices=("prior", "posterior"), default="prior",
+                   help="sweep around 0 (prior) or around the seed image's code (posterior)")
+    p.add_argument("--seed", type=int, default=0, help="picks the seed images (default 0)")
+    r = sub.add_parser("report", help="one self-contained HTML report of a run (or of a sweep folder)")
+    r.add_argument("path", help="a run directory, or a sweep folder made by `factorvae sweep`")
+
+
+def cmd_traverse(args) -> int:
+    from .traverse import write_visuals
+
+    if args.seeds < 1 or args.steps < 2 or args.limit <= 0:
+        raise ConfigError("--seeds must be >= 1, --steps >= 2 and --limit > 0")
+    paths = write_visuals(args.run_dir, seed=args.seed, n_seeds=args.seeds, n_steps=args.steps, limit=args.limit,
+                          mode=args.mode)
+    for path in paths:
+        print(path)
+    return 0
+
+
+def cmd_report(args) -> int:
+    path = Path(args.path)
+    if (path / "sweep.json").is_file():
+        from .sweep_report import write_sweep_report
+
+        out = write_sweep_report(path)
+    else:
+        from .report import write_report
+        from .train import RunError, is_run_dir
+
+        if not is_run_dir(path):
+            raise RunError(f"{path} is neither a run directory (config.json) nor a sweep folder (sweep.json)")
+        out = write_report(path)
+    print(out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="factorvae", description="FactorVAE (Kim & Mnih, ICML 2018): train, evaluate and inspect runs."
@@ -135,10 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_evaluate(sub)
     _add_data(sub)
+    _add_visuals(sub)
     return parser
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "data": cmd_data}
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "data": cmd_data, "traverse": cmd_traverse,
+            "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:
