@@ -7,6 +7,8 @@ over the batch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -53,3 +55,26 @@ def discriminator_accuracy(logits_q: torch.Tensor, logits_perm: torch.Tensor) ->
     """Fraction of q(z) and q̄(z) samples the discriminator labels correctly (0.5 = chance)."""
     right = (logits_q.argmax(1) == 0).float().sum() + (logits_perm.argmax(1) == 1).float().sum()
     return right / (len(logits_q) + len(logits_perm))
+
+
+def gradient_penalty(
+    critic_fn: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor
+) -> torch.Tensor:
+    """WGAN-GP's penalty (Gulrajani et al. 2017; paper-notes §7): mean over the batch of (‖∇D(x̂)‖₂ − 1)².
+
+    x̂ = eps·real + (1 − eps)·fake with one eps (B,) per example. x̂ is detached and made a leaf, so the
+    penalty's gradient reaches the critic's weights (``create_graph=True``) but neither real nor fake.
+    """
+    eps = eps.view(-1, *([1] * (real.dim() - 1)))  # (B, 1, 1, 1): one mixing weight per example
+    x_hat = (eps * real + (1.0 - eps) * fake).detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic_fn(x_hat).sum(), x_hat, create_graph=True)
+    return (grad.flatten(1).norm(2, dim=1) - 1.0).pow(2).mean()
+
+
+_LOG_2PI = 1.8378770664093453  # log(2π), the Gaussian's normalising constant
+
+
+def gaussian_log_density(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log N(x; mean, exp(log_std)²) elementwise: (B, D). InfoGAN's Q(c|x) for continuous codes."""
+    z = (x - mean) * torch.exp(-log_std)  # standardised error
+    return -0.5 * z.pow(2) - log_std - 0.5 * _LOG_2PI

@@ -31,6 +31,71 @@ class Encoder(nn.Module):
         return mu, logvar
 
 
+# Where each 4×4 kernel tap of a stride-2, padding-1 transposed conv lands: input row i with tap k
+# feeds output row 2i − 1 + k = 2(i + shift) + parity, so tap k -> (parity, shift).
+_TAP = {0: (1, -1), 1: (0, 0), 2: (1, 0), 3: (0, 1)}
+
+
+class _PatchDeconv(torch.autograd.Function):
+    """conv_transpose2d(x, weight, bias, stride=2, padding=1) for 4×4 kernels, summed as patches."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        n, c_in, h, w = x.shape
+        c_out = weight.shape[1]
+        pixels = x.permute(0, 2, 3, 1).reshape(-1, c_in)  # (N·H·W, Cin); a view when x is channels_last
+        # every input pixel's 4×4 output patch in one matmul: (Cout·16, N·H·W)
+        patches = (weight.reshape(c_in, c_out * 16).t() @ pixels.t()).view(c_out, 4, 4, n, h, w)
+        patches = patches.permute(3, 0, 1, 2, 4, 5)  # (N, Cout, 4, 4, H, W)
+        out = bias.view(1, c_out, 1, 1, 1, 1).expand(n, c_out, h, 2, w, 2).contiguous()  # rows 2m+a, cols 2n+c
+        for k, (a, di) in _TAP.items():
+            i0, i1 = max(0, -di), min(h, h - di)  # input rows whose output row stays inside the image
+            for t, (c, dj) in _TAP.items():
+                j0, j1 = max(0, -dj), min(w, w - dj)
+                out[:, :, i0 + di : i1 + di, a, j0 + dj : j1 + dj, c] += patches[:, :, k, t, i0:i1, j0:j1]
+        return out.view(n, c_out, 2 * h, 2 * w)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        # torch's own transposed-conv backward (the one nn.ConvTranspose2d uses), which oneDNN runs fast
+        return torch.ops.aten.convolution_backward(
+            grad_out, x, weight, [weight.shape[1]], [2, 2], [1, 1], [1, 1], True, [0, 0], 1,
+            list(ctx.needs_input_grad),
+        )
+
+
+class ImageDeconv(nn.ConvTranspose2d):
+    """The decoder's last layer: transposed conv 4×4, stride 2, to the image's C channels (appendix A).
+
+    Same parameters, state-dict keys and sum as ``nn.ConvTranspose2d(in_channels, C, 4, 2, 1)``; only the
+    CPU forward differs. oneDNN runs a transposed conv with 1–3 output channels at ~5 GFLOP/s, which made
+    this small layer 12 ms of a ~180 ms dSprites training step (docs/performance.md). Here one matmul gives
+    every input pixel's 4×4 output patch and 16 shifted adds overlap the patches (≈ 3 ms); the backward
+    is torch's. Float rounding differs from the stock layer by the order of the sum only.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(in_channels, out_channels, 4, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu":  # cuDNN's transposed conv has no such weak spot
+            return super().forward(x)
+        return _PatchDeconv.apply(x, self.weight, self.bias)
+
+
+def channels_last_on_cpu(module: nn.Module, device: torch.device) -> nn.Module:
+    """Move a conv net to ``device``; on CPU also store its conv weights channels_last (NHWC).
+
+    oneDNN's convolutions run in NHWC; with NCHW weights every conv and its backward reorders in and out,
+    which made the encoder and decoder ~1.5× slower (docs/performance.md). Activations follow the weights'
+    layout. On CUDA fp32 NCHW is cuDNN's home layout, so nothing changes there.
+    """
+    module = module.to(device)
+    return module.to(memory_format=torch.channels_last) if device.type == "cpu" else module
+
+
 class Decoder(nn.Module):
     """z (B, D) -> Bernoulli logits (B, C, 64, 64). Mirror of the encoder with transposed convs."""
 
@@ -43,7 +108,7 @@ class Decoder(nn.Module):
             nn.ConvTranspose2d(64, 64, 4, 2, 1), nn.ReLU(),
             nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ReLU(),
             nn.ConvTranspose2d(32, 32, 4, 2, 1), nn.ReLU(),
-            nn.ConvTranspose2d(32, channels, 4, 2, 1),
+            ImageDeconv(32, channels),
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -66,3 +131,51 @@ class Discriminator(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)
+
+
+class Generator(nn.Module):
+    """InfoWGAN-GP generator G(c, z) (paper §4; paper-notes §7): (c (B, D), z (B, N)) -> images in [0, 1].
+
+    The VAE decoder's layout on the input concat(c, z), with a sigmoid so that samples live where the
+    data does (pixels in [0, 1]) and can be compared with real images by the critic.
+    """
+
+    def __init__(self, channels: int = 1, latent_dim: int = 10, noise_dim: int = 64, width: int = 128) -> None:
+        super().__init__()
+        self.latent_dim, self.noise_dim = latent_dim, noise_dim
+        self.body = Decoder(channels, latent_dim + noise_dim, width)  # same layers, wider input
+
+    def forward(self, c: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.body(torch.cat([c, z], dim=1)))  # (B, C, 64, 64)
+
+
+class Critic(nn.Module):
+    """InfoWGAN-GP critic with its Q head: x (B, C, 64, 64) -> (score (B,), Q's mean of c (B, D)).
+
+    The encoder's conv body and FC layer, without normalisation (a batch-wise layer would break the
+    per-example gradient penalty of WGAN-GP). Two heads share that body: the Wasserstein critic score and
+    the mean of Q(c|x), a factored Gaussian. Q's log-std is one number per code dimension: a learned
+    parameter when ``q_std`` is None, else the constant log(q_std) kept as a buffer.
+    """
+
+    def __init__(
+        self, channels: int = 1, latent_dim: int = 10, width: int = 128, q_std: float | None = None
+    ) -> None:
+        super().__init__()
+        self.convs = nn.Sequential(
+            nn.Conv2d(channels, 32, 4, 2, 1), nn.ReLU(),
+            nn.Conv2d(32, 32, 4, 2, 1), nn.ReLU(),
+            nn.Conv2d(32, 64, 4, 2, 1), nn.ReLU(),
+            nn.Conv2d(64, 64, 4, 2, 1), nn.ReLU(),
+        )
+        self.fc = nn.Sequential(nn.Linear(64 * 4 * 4, width), nn.ReLU())
+        self.score_head = nn.Linear(width, 1)
+        self.q_head = nn.Linear(width, latent_dim)
+        if q_std is None:
+            self.q_log_std = nn.Parameter(torch.zeros(latent_dim))  # starts at std 1
+        else:
+            self.register_buffer("q_log_std", torch.full((latent_dim,), float(q_std)).log())
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.fc(self.convs(x).flatten(1))  # (B, width)
+        return self.score_head(h).squeeze(1), self.q_head(h)  # (B,), (B, D)

@@ -11,15 +11,12 @@ import torch
 
 from ..config import Config
 from .factorvae import FactorVAE
+from .infowgan_gp import InfoWGANGP
 from .vae import BetaVAE
 
-METHODS = {"vae": BetaVAE, "betavae": BetaVAE, "factorvae": FactorVAE}
+METHODS = {"vae": BetaVAE, "betavae": BetaVAE, "factorvae": FactorVAE, "infowgan-gp": InfoWGANGP}
 
 
 def build_method(config: Config, channels: int, generator: torch.Generator, device: torch.device):
     """The method object named by ``config.model``."""
-    if config.model == "infowgan-gp":
-        from .infowgan_gp import InfoWGANGP  # imported lazily: written in its own module
-
-        return InfoWGANGP(config, channels, generator, device)
     return METHODS[config.model](config, channels, generator, device)
