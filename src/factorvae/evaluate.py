@@ -118,7 +118,9 @@ def format_table(results: dict[str, Any]) -> str:
     rows = [("metric", "score", "protocol", "details")]
     for name, r in results.items():
         score = "n/a" if r.get("score") is None else f"{r['score']:.4f}"
-        if name == "tc":
+        if "note" in r:
+            details = r["note"]
+        elif name == "tc":
             details = f"true TC (nats), {r.get('num_data', '?')} points"
             if "tc_discriminator" in r:
                 details += f"; discriminator estimate {r['tc_discriminator']:.4f}"
