@@ -169,6 +169,106 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _add_sweep_options(p) -> None:
+    """Options shared by `sweep` and `reproduce`: where runs go, how they run, how they are scored."""
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any setting for every run")
+    p.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local: subprocesses on this machine; ray: tasks on a Ray instance or cluster")
+    p.add_argument("--workers", type=int, help="runs at once (default: cores // threads)")
+    p.add_argument("--threads", type=int, help="torch threads per run (default: 1, or cores // --workers)")
+    p.add_argument("--address", help="Ray cluster to join (e.g. auto or HOST:6379); default: start a local one")
+    p.add_argument("--protocol", choices=("paper", "dlib"), default="paper", help="metric sample sizes")
+    p.add_argument("--metrics", default="factorvae,tc", help="scored after training (default factorvae,tc; none)")
+    p.add_argument("--eval-set", action="append", default=[], metavar="METRIC.KEY=VALUE",
+                   help="smaller metric samples, e.g. factorvae.num_train=200 or tc.num_data=2000")
+    p.add_argument("--retry-failed", action="store_true", help="run again the runs that failed before")
+
+
+def _add_sweep(sub) -> None:
+    p = sub.add_parser("sweep", help="train and score one run per (β or γ, seed) into a sweep folder")
+    p.add_argument("--model", required=True,
+                   help="betavae (sweeps --beta), factorvae (sweeps --gamma), or both: betavae,factorvae")
+    p.add_argument("--beta", help="comma-separated β values, e.g. 1,2,4,6,8,16")
+    p.add_argument("--gamma", help="comma-separated γ values, e.g. 10,20,30,40,50,100")
+    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per setting (default 1)")
+    p.add_argument("--steps", type=int, help="training iterations per run (default 300000)")
+    p.add_argument("--eval-every", type=int, default=0, help="score every N steps for the curves (default 0: off)")
+    p.add_argument("--out", required=True, help="sweep folder (created; rerun the command to resume)")
+    _add_sweep_options(p)
+    r = sub.add_parser("reproduce", help="run one of the paper's experiments (see docs/sweeps.md)")
+    from .presets import EXPERIMENTS
+
+    r.add_argument("name", choices=sorted(EXPERIMENTS), help="the experiment")
+    r.add_argument("--scale", type=float, default=1.0, help="shrink steps and seeds by this factor (default 1)")
+    r.add_argument("--seeds", type=int, help="seeds per setting (default: round(10 × scale), at least 1)")
+    r.add_argument("--eval-every", type=int, help="score every N steps (default: a tenth of the steps)")
+    r.add_argument("--out", help="sweep folder (default runs/NAME-scaleF)")
+    _add_sweep_options(r)
+
+
+def _floats(text: str | None, flag: str) -> list[float] | None:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()] if text else None
+    except ValueError:
+        raise ConfigError(f"--{flag} takes comma-separated numbers, got '{text}'") from None
+
+
+def _sweep_kwargs(args) -> dict:
+    import json
+
+    from .sweep import EvalPlan
+
+    eval_settings: dict[str, dict] = {}
+    for key, value in parse_set(args.eval_set).items():
+        metric, _, name = key.partition(".")
+        if not name:
+            raise ConfigError(f"--eval-set expects METRIC.KEY=VALUE, got '{key}={value}'")
+        try:
+            eval_settings.setdefault(metric, {})[name] = json.loads(value)
+        except ValueError:
+            eval_settings.setdefault(metric, {})[name] = value
+    metrics = () if args.metrics.strip().lower() == "none" else tuple(m.strip() for m in args.metrics.split(","))
+    plan = EvalPlan(metrics, args.protocol, eval_settings, args.eval_every or 0)
+    return {"backend": args.backend, "workers": args.workers, "threads": args.threads, "address": args.address,
+            "plan": plan, "retry_failed": args.retry_failed}
+
+
+def _sweep_done(summary: dict) -> int:
+    print(f"sweep folder: {summary['out']}; report: factorvae report {summary['out']}", file=sys.stderr)
+    if summary["failed"]:
+        print(f"factorvae: {len(summary['failed'])} run(s) did not finish: {', '.join(summary['failed'])} "
+              f"(errors in {summary['out']}/sweep.json)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from .sweep import PARAM, make_grid, run_sweep
+
+    values = {"beta": _floats(args.beta, "beta"), "gamma": _floats(args.gamma, "gamma")}
+    models = [m.strip() for m in args.model.split(",") if m.strip()]
+    unused = [k for k, v in values.items() if v and k not in {PARAM.get(m) for m in models}]
+    if unused:
+        raise ConfigError(f"--{unused[0]} does not apply to --model {args.model} (betavae sweeps --beta, "
+                          "factorvae --gamma)")
+    specs = [s for m in models for s in make_grid(m, values.get(PARAM.get(m, "")), args.seeds, args.steps,
+                                                  parse_set(args.set))]
+    specs.sort(key=lambda s: s.seed)  # seed-major across models too: an early stop keeps every setting
+    return _sweep_done(run_sweep(specs, args.out, **_sweep_kwargs(args)))
+
+
+def cmd_reproduce(args) -> int:
+    from .presets import get, runs
+    from .sweep import run_sweep
+
+    scaled = get(args.name).scaled(args.scale, args.seeds)
+    if args.eval_every is None:
+        args.eval_every = scaled.eval_every
+    print(scaled.describe(), file=sys.stderr)
+    out = args.out or f"runs/{args.name}-scale{args.scale:g}"
+    return _sweep_done(run_sweep(runs(scaled, parse_set(args.set)), out, **_sweep_kwargs(args)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="factorvae", description="FactorVAE (Kim & Mnih, ICML 2018): train, evaluate and inspect runs."
@@ -178,11 +278,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_data(sub)
     _add_visuals(sub)
+    _add_sweep(sub)
     return parser
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "data": cmd_data, "traverse": cmd_traverse,
-            "report": cmd_report}
+            "report": cmd_report,
+            "sweep": cmd_sweep, "reproduce": cmd_reproduce}
 
 
 def main(argv: list[str] | None = None) -> int:

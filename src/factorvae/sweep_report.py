@@ -1,0 +1,250 @@
+"""The report of a sweep folder: the paper's trade-off study (paper §4.1; paper-notes §6).
+
+From the run directories listed in ``sweep.json`` it writes, next to it:
+- ``summary.csv`` and ``summary.md``: per setting (model, β or γ), mean ± std over seeds of the
+  disentanglement metric (``eval.json``), the reconstruction error (``recon`` of the last log window:
+  Bernoulli NLL summed over pixels, nats per image) and the true total correlation (``eval.json`` "tc");
+- ``report.html``: one self-contained page (figures embedded as base64 PNG, no network) with that table,
+  the trade-off figure in the paper's style (reconstruction error on x, the metric on y, one point per
+  setting labelled with its β or γ, error bars over seeds, one colour per model), the metric and the
+  reconstruction error against training steps for each setting, and every run's state.
+Figures are built on :class:`matplotlib.figure.Figure` directly (no pyplot global state).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+
+from .checkpoint import atomic_write_text
+from .plots import figure_to_png, read_json, read_jsonl
+from .sweep import SWEEP_FILE
+
+COLORS = {"betavae": "tab:blue", "factorvae": "tab:red", "vae": "tab:gray", "infowgan-gp": "tab:green"}
+LABELS = {"betavae": "β-VAE", "factorvae": "FactorVAE", "vae": "VAE", "infowgan-gp": "InfoWGAN-GP"}
+SYMBOL = {"beta": "β", "gamma": "γ"}
+# paper-notes §6: the paper's best mean scores on dSprites at full scale (3·10^5 steps, 10 seeds)
+PAPER_DSPRITES = "FactorVAE γ=40 ≈ 0.82 and β-VAE β=4 ≈ 0.73, both at reconstruction error ≈ 45"
+
+
+def _last_recon(run_dir: Path) -> float | None:
+    log = [r for r in read_jsonl(run_dir / "log.jsonl") if "recon" in r]
+    return float(log[-1]["recon"]) if log else None
+
+
+def collect(sweep_dir: str | Path, metric: str = "factorvae") -> list[dict[str, Any]]:
+    """One row per run of sweep.json: its grid cell, state and final numbers (None where missing)."""
+    sweep_dir = Path(sweep_dir)
+    doc = read_json(sweep_dir / SWEEP_FILE)
+    if doc is None:
+        raise FileNotFoundError(f"{sweep_dir / SWEEP_FILE} not found: not a sweep folder")
+    rows = []
+    for name, r in doc["runs"].items():
+        run_dir = sweep_dir / name
+        status = read_json(run_dir / "status.json") or {}
+        scores = read_json(run_dir / "eval.json") or {}
+        rows.append({
+            "name": name, "model": r["model"], "param": r["param"], "value": r["value"], "seed": r["seed"],
+            "state": status.get("state", "not started"), "step": status.get("step"),
+            "error": status.get("error") or (r.get("result") or {}).get("error"),
+            "metric": (scores.get(metric) or {}).get("score"), "tc": (scores.get("tc") or {}).get("score"),
+            "recon": _last_recon(run_dir),
+        })
+    return rows
+
+
+def _stats(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    vals = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    if len(vals) == 0:
+        return None, None
+    return float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else None  # sample std over seeds
+
+
+def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (model, value): number of scored seeds and mean ± std of the metric, recon and true TC."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["param"], r["value"]), []).append(r)
+    out = []
+    for (model, param, value), members in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][2] or 0)):
+        row = {"model": model, "param": param or "", "value": value, "runs": len(members),
+               "scored": sum(m["metric"] is not None for m in members)}
+        for key in ("metric", "recon", "tc"):
+            row[f"{key}_mean"], row[f"{key}_std"] = _stats([m[key] for m in members])
+        out.append(row)
+    return out
+
+
+def _pm(mean: float | None, std: float | None, digits: int) -> str:
+    if mean is None:
+        return "–"
+    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
+
+
+def _setting(row: dict[str, Any]) -> str:
+    return f"{SYMBOL.get(row['param'], row['param'])}={row['value']:g}" if row["value"] is not None else "–"
+
+
+def markdown_table(summary: Sequence[dict[str, Any]], metric: str) -> str:
+    head = f"| model | setting | seeds scored | {metric} metric | reconstruction error (nats) | true TC (nats) |"
+    lines = [head, "|---|---|---|---|---|---|"]
+    for s in summary:
+        lines.append(f"| {LABELS.get(s['model'], s['model'])} | {_setting(s)} | {s['scored']}/{s['runs']} | "
+                     f"{_pm(s['metric_mean'], s['metric_std'], 3)} | {_pm(s['recon_mean'], s['recon_std'], 1)} | "
+                     f"{_pm(s['tc_mean'], s['tc_std'], 3)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _csv(summary: Sequence[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(summary[0]) if summary else ["model"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows([{k: "" if v is None else v for k, v in s.items()} for s in summary])
+    return buf.getvalue()
+
+
+def tradeoff_figure(summary: Sequence[dict[str, Any]], metric: str = "factorvae") -> Figure:
+    """Reconstruction error (x) against the metric (y), one point per setting labelled with β or γ."""
+    fig = Figure(figsize=(6.4, 4.8), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    for model in dict.fromkeys(s["model"] for s in summary):
+        pts = [s for s in summary if s["model"] == model and s["metric_mean"] is not None
+               and s["recon_mean"] is not None]
+        if not pts:
+            continue
+        x = np.array([p["recon_mean"] for p in pts])
+        y = np.array([p["metric_mean"] for p in pts])
+        xerr = np.array([p["recon_std"] or 0.0 for p in pts])
+        yerr = np.array([p["metric_std"] or 0.0 for p in pts])
+        color = COLORS.get(model, "black")
+        ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", color=color, ecolor=color, elinewidth=0.8, capsize=2,
+                    label=LABELS.get(model, model))
+        for p in pts:  # the paper writes the weight next to each point
+            ax.annotate(f"{p['value']:g}" if p["value"] is not None else "", (p["recon_mean"], p["metric_mean"]),
+                        textcoords="offset points", xytext=(5, 4), fontsize=8, color=color)
+    ax.set_xlabel("reconstruction error (nats per image)")
+    ax.set_ylabel(f"disentanglement metric ({metric})")
+    ax.set_title("Disentanglement vs reconstruction (mean ± std over seeds)")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    return fig
+
+
+def _mean_curve(series: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and std over seeds at the steps every seed logged (runs of one setting share their grid)."""
+    common = set(series[0][0].tolist())
+    for steps, _ in series[1:]:
+        common &= set(steps.tolist())
+    steps = np.array(sorted(common))
+    ys = np.array([[dict(zip(s.tolist(), v.tolist(), strict=True))[t] for t in steps] for s, v in series])
+    return steps, ys.mean(axis=0), ys.std(axis=0, ddof=1) if len(ys) > 1 else np.zeros(len(steps))
+
+
+def _run_series(run_dir: Path, metric: str) -> tuple[tuple | None, tuple | None]:
+    log = [r for r in read_jsonl(run_dir / "log.jsonl") if "recon" in r and not r.get("partial")]
+    scored = [r for r in read_jsonl(run_dir / "metrics.jsonl") if isinstance(r.get(metric), dict)
+              and r[metric].get("score") is not None]
+    recon = (np.array([r["step"] for r in log]), np.array([r["recon"] for r in log])) if log else None
+    score = (np.array([r["step"] for r in scored]), np.array([r[metric]["score"] for r in scored])) if scored else None
+    return score, recon
+
+
+def curves_figure(sweep_dir: str | Path, rows: Sequence[dict[str, Any]], metric: str = "factorvae") -> Figure | None:
+    """Per model, the metric and the reconstruction error against training steps: one line per setting
+    (mean over seeds, band ± std)."""
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    if not models:
+        return None
+    fig = Figure(figsize=(10, 3.2 * len(models)), dpi=100, layout="constrained")
+    axes = fig.subplots(len(models), 2, squeeze=False)
+    for i, model in enumerate(models):
+        values = sorted({r["value"] for r in rows if r["model"] == model}, key=lambda v: (v is None, v or 0))
+        for j, value in enumerate(values):
+            color = colormaps["viridis"](0.85 * j / max(1, len(values) - 1))  # light end kept readable on white
+            runs = [r for r in rows if r["model"] == model and r["value"] == value]
+            series = [_run_series(Path(sweep_dir) / r["name"], metric) for r in runs]
+            label = f"{SYMBOL.get(runs[0]['param'], '')}={value:g}" if value is not None else model
+            for col, idx in ((0, 0), (1, 1)):
+                got = [s[idx] for s in series if s[idx] is not None]
+                if got:
+                    x, m, sd = _mean_curve(got)
+                    axes[i, col].plot(x, m, color=color, label=label, marker="o" if col == 0 else None, ms=3)
+                    axes[i, col].fill_between(x, m - sd, m + sd, color=color, alpha=0.15, linewidth=0)
+        name = LABELS.get(model, model)
+        axes[i, 0].set(title=f"{name}: {metric} metric over training", xlabel="step", ylabel="score")
+        axes[i, 1].set(title=f"{name}: reconstruction error over training", xlabel="step", ylabel="nats per image",
+                       yscale="log")  # it falls from ~2,800 to ~40 nats: a log axis keeps the end readable
+        for ax in axes[i]:
+            ax.grid(alpha=0.3)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
+    return fig
+
+
+def _img(fig: Figure | None, alt: str) -> str:
+    if fig is None:
+        return "<p>(no data yet)</p>"
+    data = base64.b64encode(figure_to_png(fig)).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _html(sweep_dir: Path, doc: dict, rows: list, summary: list, metric: str, figs: tuple[str, str]) -> str:
+    e = html.escape
+    grids = "".join(f"<li>{e(LABELS.get(g['model'], g['model']))}: {e(SYMBOL.get(g['param'] or '', ''))} ∈ "
+                    f"{e(', '.join(f'{v:g}' for v in g['values']))}; seeds {e(str(g['seeds']))}; steps "
+                    f"{e(', '.join(str(s) for s in g['steps']))}</li>" for g in doc.get("grids", []))
+    table = "".join(
+        f"<tr><td>{e(LABELS.get(s['model'], s['model']))}</td><td>{e(_setting(s))}</td><td>{s['scored']}/{s['runs']}"
+        f"</td><td>{_pm(s['metric_mean'], s['metric_std'], 3)}</td><td>{_pm(s['recon_mean'], s['recon_std'], 1)}"
+        f"</td><td>{_pm(s['tc_mean'], s['tc_std'], 3)}</td></tr>" for s in summary)
+    runs = "".join(
+        f"<tr><td>{e(r['name'])}</td><td>{e(str(r['state']))}</td><td>{r['step'] if r['step'] is not None else '–'}"
+        f"</td><td>{_pm(r['metric'], None, 3)}</td><td>{_pm(r['recon'], None, 1)}</td><td>{_pm(r['tc'], None, 3)}"
+        f"</td><td>{e(r['error'] or '')}</td></tr>" for r in rows)
+    plan = doc.get("eval", {})
+    how = f"protocol {plan.get('protocol', '?')}, settings {plan.get('settings') or 'the protocol defaults'}"
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Sweep {e(sweep_dir.name)}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}
+table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}
+td:first-child,th:first-child{{text-align:left}}img{{max-width:100%}}</style></head><body>
+<h1>Sweep {e(sweep_dir.name)}</h1>
+<p>Kim &amp; Mnih, <i>Disentangling by Factorising</i> (ICML 2018), §4.1: the disentanglement/reconstruction trade-off.
+Written {e(time.strftime('%Y-%m-%d %H:%M:%S'))} from <code>{e(str(sweep_dir))}</code>.</p>
+<ul>{grids}</ul>
+<p>Metric: {e(metric)}, {e(how)}.
+Reconstruction error: the last log window's Bernoulli NLL summed over pixels (nats per image). True TC: Monte Carlo
+estimate on the data set. Mean ± sample std over the seeds that have a number.</p>
+<p>Paper (full scale, dSprites; paper-notes §6): {e(PAPER_DSPRITES)}.</p>
+<h2>Per setting</h2><table><tr><th>model</th><th>setting</th><th>seeds scored</th><th>{e(metric)} metric</th>
+<th>reconstruction error</th><th>true TC</th></tr>{table}</table>
+<h2>Trade-off</h2>{figs[0]}
+<h2>Over training</h2>{figs[1]}
+<h2>Runs</h2><table><tr><th>run</th><th>state</th><th>step</th><th>metric</th><th>recon</th><th>true TC</th>
+<th>error</th></tr>{runs}</table></body></html>
+"""
+
+
+def write_sweep_report(sweep_dir: str | Path, metric: str = "factorvae") -> Path:
+    """Write summary.csv, summary.md and the self-contained report.html into ``sweep_dir``; returns the HTML."""
+    sweep_dir = Path(sweep_dir)
+    rows = collect(sweep_dir, metric)
+    doc = read_json(sweep_dir / SWEEP_FILE) or {}
+    summary = summarize(rows)
+    atomic_write_text(sweep_dir / "summary.csv", _csv(summary))
+    atomic_write_text(sweep_dir / "summary.md", markdown_table(summary, metric))
+    figs = (_img(tradeoff_figure(summary, metric), "trade-off"), _img(curves_figure(sweep_dir, rows, metric), "curves"))
+    path = sweep_dir / "report.html"
+    atomic_write_text(path, _html(sweep_dir, doc, rows, summary, metric, figs))
+    return path
