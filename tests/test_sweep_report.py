@@ -28,6 +28,7 @@ def _fake_sweep(root, missing_seed_of=None):
             name = f"{model}-{param}{value:g}-s{seed}"
             runs[name] = {"model": model, "param": param, "value": value, "seed": seed, "overrides": {"steps": 20}}
             d = root / name
+            _write(d / "config.json", {"steps": 20})
             if (model, value) == missing_seed_of and seed == 1:
                 _write(d / "status.json", {"step": 7, "state": "failed", "error": "non-finite loss at step 8"})
                 continue
@@ -58,6 +59,15 @@ def test_failed_seed_is_left_out_of_the_mean(tmp_path):
     assert (f40["runs"], f40["scored"], f40["metric_mean"], f40["metric_std"]) == (2, 1, 0.8, None)
     failed = [r for r in rows if r["state"] == "failed"]
     assert len(failed) == 1 and "non-finite" in failed[0]["error"]
+
+
+def test_a_run_between_evaluation_segments_is_not_counted_yet(tmp_path):
+    root = _fake_sweep(tmp_path)
+    _write(root / "betavae-beta4-s1" / "status.json", {"step": 10, "state": "finished", "error": None})
+    rows = collect(root)
+    assert [r["state"] for r in rows if r["name"] == "betavae-beta4-s1"] == ["running"]
+    b4 = summarize(rows)[1]
+    assert (b4["scored"], b4["recon_mean"], b4["recon_std"]) == (1, 45.0, None)
 
 
 def test_tradeoff_figure_has_one_labelled_point_per_setting(tmp_path):

@@ -190,8 +190,11 @@ def execute_run(overrides: Mapping[str, Any], plan: EvalPlan, run_dir: Path, thr
         target = min(full.steps, (run.step // plan.every + 1) * plan.every) if plan.every else full.steps
         run.config = make_config(full, steps=target)
         fit(run, progress=False)
-        if plan.metrics and plan.every and target < full.steps:
-            _append_metrics(run_dir, run.step, _score(run.method, run.data, run.device, plan))
+        if target < full.steps:  # fit() wrote "finished" for the segment; the run itself is not
+            atomic_write_text(run_dir / "status.json", json.dumps({"step": run.step, "state": "running",
+                                                                   "error": None}) + "\n")
+            if plan.metrics and plan.every:
+                _append_metrics(run_dir, run.step, _score(run.method, run.data, run.device, plan))
     run.config = full
     if plan.metrics and not _evaluated(run_dir, plan, run.step):
         results = _score(run.method, run.data, run.device, plan)

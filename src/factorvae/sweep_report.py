@@ -54,6 +54,9 @@ def collect(sweep_dir: str | Path, metric: str = "factorvae") -> list[dict[str, 
         run_dir = sweep_dir / name
         status = read_json(run_dir / "status.json") or {}
         scores = read_json(run_dir / "eval.json") or {}
+        steps = (read_json(run_dir / "config.json") or {}).get("steps")
+        if status.get("state") == "finished" and status.get("step") != steps:
+            status["state"] = "running"  # between two evaluation segments (older sweeps wrote "finished")
         rows.append({
             "name": name, "model": r["model"], "param": r["param"], "value": r["value"], "seed": r["seed"],
             "state": status.get("state", "not started"), "step": status.get("step"),
@@ -72,16 +75,20 @@ def _stats(values: Sequence[float | None]) -> tuple[float | None, float | None]:
 
 
 def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (model, value): number of scored seeds and mean ± std of the metric, recon and true TC."""
+    """Per (model, value): number of scored seeds and mean ± std of the metric, recon and true TC.
+
+    Only finished runs count: a run still training has a reconstruction error but not yet its final one.
+    """
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["model"], r["param"], r["value"]), []).append(r)
     out = []
     for (model, param, value), members in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][2] or 0)):
+        done = [m for m in members if m["state"] == "finished"]
         row = {"model": model, "param": param or "", "value": value, "runs": len(members),
-               "scored": sum(m["metric"] is not None for m in members)}
+               "scored": sum(m["metric"] is not None for m in done)}
         for key in ("metric", "recon", "tc"):
-            row[f"{key}_mean"], row[f"{key}_std"] = _stats([m[key] for m in members])
+            row[f"{key}_mean"], row[f"{key}_std"] = _stats([m[key] for m in done])
         out.append(row)
     return out
 
