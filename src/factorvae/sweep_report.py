@@ -150,13 +150,15 @@ def tradeoff_figure(summary: Sequence[dict[str, Any]], metric: str = "factorvae"
 
 
 def _mean_curve(series: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean and std over seeds at the steps every seed logged (runs of one setting share their grid)."""
-    common = set(series[0][0].tolist())
-    for steps, _ in series[1:]:
-        common &= set(steps.tolist())
-    steps = np.array(sorted(common))
-    ys = np.array([[dict(zip(s.tolist(), v.tolist(), strict=True))[t] for t in steps] for s, v in series])
-    return steps, ys.mean(axis=0), ys.std(axis=0, ddof=1) if len(ys) > 1 else np.zeros(len(steps))
+    """Mean and sample std over the seeds that logged each step (a seed still training has fewer steps)."""
+    by_step: dict[int, list[float]] = {}
+    for steps, values in series:
+        for t, v in zip(steps.tolist(), values.tolist(), strict=True):
+            by_step.setdefault(t, []).append(v)
+    steps = np.array(sorted(by_step))
+    mean = np.array([np.mean(by_step[t]) for t in steps])
+    std = np.array([np.std(by_step[t], ddof=1) if len(by_step[t]) > 1 else 0.0 for t in steps])
+    return steps, mean, std
 
 
 def _run_series(run_dir: Path, metric: str) -> tuple[tuple | None, tuple | None]:
