@@ -180,26 +180,24 @@ def execute_run(overrides: Mapping[str, Any], plan: EvalPlan, run_dir: Path, thr
         run = prepare_run(None, run_dir, resume=True, steps=config.steps)
     else:
         run = prepare_run(config, run_dir)
-    full = run.config
-    if plan.metrics and plan.every and 0 < run.step < full.steps and run.step % plan.every == 0 \
-            and run.step not in _curve_steps(run_dir):  # stopped while scoring this point last time
-        _append_metrics(run_dir, run.step, _score(run.method, run.data, run.device, plan))
+    full, every = run.config, plan.every if plan.metrics else 0  # nothing to score: train straight through
+    if every and 0 < run.step < full.steps and run.step % every == 0 and run.step not in _curve_steps(run_dir):
+        _append_metrics(run_dir, run.step, _score(run.method, run.data, run.device, plan))  # stopped while scoring
     while run.step < full.steps:
         # train in segments that end on the evaluation grid; fit() resumes the same in-memory run, so the
         # weights are exactly those of one straight run (only the checkpoint gets written more often)
-        target = min(full.steps, (run.step // plan.every + 1) * plan.every) if plan.every else full.steps
+        target = min(full.steps, (run.step // every + 1) * every) if every else full.steps
         run.config = make_config(full, steps=target)
         fit(run, progress=False)
         if target < full.steps:  # fit() wrote "finished" for the segment; the run itself is not
             atomic_write_text(run_dir / "status.json", json.dumps({"step": run.step, "state": "running",
                                                                    "error": None}) + "\n")
-            if plan.metrics and plan.every:
-                _append_metrics(run_dir, run.step, _score(run.method, run.data, run.device, plan))
+            _append_metrics(run_dir, run.step, _score(run.method, run.data, run.device, plan))
     run.config = full
     if plan.metrics and not _evaluated(run_dir, plan, run.step):
         results = _score(run.method, run.data, run.device, plan)
         _write_eval(run_dir, run.step, results)
-        if plan.every:
+        if every:
             _append_metrics(run_dir, run.step, results)
 
 
