@@ -4,6 +4,7 @@ From the run directories listed in ``sweep.json`` it writes, next to it:
 - ``summary.csv`` and ``summary.md``: per setting (model, β or γ), mean ± std over seeds of the
   disentanglement metric (``eval.json``), the reconstruction error (``recon`` of the last log window:
   Bernoulli NLL summed over pixels, nats per image) and the true total correlation (``eval.json`` "tc");
+- ``tradeoff.png`` and ``curves.png``: the figures below, as files;
 - ``report.html``: one self-contained page (figures embedded as base64 PNG, no network) with that table,
   the trade-off figure in the paper's style (reconstruction error on x, the metric on y, one point per
   setting labelled with its β or γ, error bars over seeds, one colour per model), the metric and the
@@ -27,7 +28,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from .checkpoint import atomic_write_text
+from .checkpoint import atomic_write_bytes, atomic_write_text
 from .plots import figure_to_png, read_json, read_jsonl
 from .sweep import SWEEP_FILE
 
@@ -202,11 +203,13 @@ def curves_figure(sweep_dir: str | Path, rows: Sequence[dict[str, Any]], metric:
     return fig
 
 
-def _img(fig: Figure | None, alt: str) -> str:
+def _img(fig: Figure | None, alt: str, path: Path) -> str:
+    """The figure as an embedded <img>, also saved as ``path`` (PNG files to put in docs or slides)."""
     if fig is None:
         return "<p>(no data yet)</p>"
-    data = base64.b64encode(figure_to_png(fig)).decode()
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+    png = figure_to_png(fig)
+    atomic_write_bytes(path, png)
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
 def _html(sweep_dir: Path, doc: dict, rows: list, summary: list, metric: str, figs: tuple[str, str]) -> str:
@@ -246,14 +249,16 @@ estimate on the data set. Mean ± sample std over the seeds that have a number.<
 
 
 def write_sweep_report(sweep_dir: str | Path, metric: str = "factorvae") -> Path:
-    """Write summary.csv, summary.md and the self-contained report.html into ``sweep_dir``; returns the HTML."""
+    """Write summary.csv, summary.md, tradeoff.png, curves.png and the self-contained report.html into
+    ``sweep_dir``; returns the HTML's path."""
     sweep_dir = Path(sweep_dir)
     rows = collect(sweep_dir, metric)
     doc = read_json(sweep_dir / SWEEP_FILE) or {}
     summary = summarize(rows)
     atomic_write_text(sweep_dir / "summary.csv", _csv(summary))
     atomic_write_text(sweep_dir / "summary.md", markdown_table(summary, metric))
-    figs = (_img(tradeoff_figure(summary, metric), "trade-off"), _img(curves_figure(sweep_dir, rows, metric), "curves"))
+    figs = (_img(tradeoff_figure(summary, metric), "trade-off", sweep_dir / "tradeoff.png"),
+            _img(curves_figure(sweep_dir, rows, metric), "curves", sweep_dir / "curves.png"))
     path = sweep_dir / "report.html"
     atomic_write_text(path, _html(sweep_dir, doc, rows, summary, metric, figs))
     return path
