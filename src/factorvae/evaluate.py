@@ -66,8 +66,9 @@ def evaluate_method(
 ) -> dict[str, Any]:
     """{metric name: result} for a method object (used by training's periodic evaluation and by the CLI).
 
-    ``settings`` overrides metric settings by name (e.g. ``{"factorvae": {"num_train": 100}}``);
-    ``tc_samples`` is the size of the true-TC estimate (mixture components and Monte-Carlo samples).
+    ``settings`` overrides metric settings by name (e.g. ``{"factorvae": {"num_train": 100}}``;
+    ``{"tc": {"num_data": n}}`` sets the true-TC estimate's size, else ``tc_samples``: mixture components
+    and Monte-Carlo samples alike).
     """
     names = check_metric_names(names)
     encode = _encode_fn(method, device)
@@ -81,6 +82,7 @@ def evaluate_method(
         if method.kind != "vae":
             results["tc"] = {"metric": "tc", "score": None, "note": "no posterior q(z|x) for a GAN: TC is undefined"}
         else:
+            tc_samples = int((settings or {}).get("tc", {}).get("num_data", tc_samples))
             tc = estimate_total_correlation(data, encode, tc_samples, tc_samples, seed)
             tc.update(metric="tc", score=tc["tc"])
             if hasattr(method, "discriminator"):
@@ -104,13 +106,16 @@ def evaluate_run(
                         f"look at the run with `factorvae traverse {run_dir}` instead")
     results = evaluate_method(model.method, model.data, model.device, names, protocol, seed, exhaustive, progress,
                               settings, tc_samples)
-    for r in results.values():
-        r["step"] = model.step
+    write_eval(run_dir, model.step, results)
+    return {name: {**r, "step": model.step} for name, r in results.items()}
+
+
+def write_eval(run_dir: str | Path, step: int, results: dict[str, Any]) -> None:
+    """Merge ``results`` (stamped with ``step``) into ``run_dir/eval.json``, atomically."""
     path = Path(run_dir) / "eval.json"
     merged = json.loads(path.read_text()) if path.exists() else {}
-    merged.update(results)
+    merged.update({name: {**r, "step": step} for name, r in results.items()})
     atomic_write_text(path, json.dumps(merged, indent=1) + "\n")
-    return results
 
 
 def format_table(results: dict[str, Any]) -> str:

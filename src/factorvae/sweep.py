@@ -106,35 +106,11 @@ def make_grid(
 
 
 def _score(method, data, device, plan: EvalPlan, seed: int = 0) -> dict[str, Any]:
-    """Scores of a method in memory: evaluate.py's path, or the metrics with ``plan.settings`` applied."""
-    from .evaluate import discriminator_tc, evaluate_method
-    from .metrics import estimate_total_correlation, evaluate_metrics
+    """Scores of a method in memory, with the plan's metric settings (evaluate.py's path)."""
+    from .evaluate import evaluate_method
 
-    if not plan.settings:
-        return evaluate_method(method, data, device, plan.metrics, plan.protocol, seed, progress=False)
-    import numpy as np
-    import torch
-
-    def encode(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        with torch.inference_mode():
-            mu, logvar = method.encode(torch.from_numpy(np.ascontiguousarray(obs, dtype=np.float32)).to(device))
-        return mu.cpu().numpy(), None if logvar is None else logvar.cpu().numpy()
-
-    names = [m for m in plan.metrics if m != "tc"]
-    settings = {k: v for k, v in plan.settings.items() if k in names}
-    results = evaluate_metrics(data, lambda obs: encode(obs)[0], names, plan.protocol, seed, settings=settings,
-                               progress=False) if names else {}
-    if "tc" in plan.metrics:
-        n = int(plan.settings.get("tc", {}).get("num_data", 10_000))
-        if method.kind != "vae":
-            results["tc"] = {"metric": "tc", "score": None, "note": "no posterior q(z|x) for a GAN"}
-        else:
-            tc = estimate_total_correlation(data, encode, n, n, seed)
-            tc.update(metric="tc", score=tc["tc"])
-            if hasattr(method, "discriminator"):
-                tc["tc_discriminator"] = discriminator_tc(method, data, device, n, seed)
-            results["tc"] = tc
-    return results
+    return evaluate_method(method, data, device, plan.metrics, plan.protocol, seed, progress=False,
+                           settings=plan.settings)
 
 
 def _append_metrics(run_dir: Path, step: int, results: dict[str, Any]) -> None:
@@ -151,13 +127,6 @@ def _curve_steps(run_dir: Path) -> set[int]:
     return {json.loads(x)["step"] for x in path.read_text().splitlines() if x.strip()} if path.exists() else set()
 
 
-def _write_eval(run_dir: Path, step: int, results: dict[str, Any]) -> None:
-    path = run_dir / "eval.json"
-    merged = json.loads(path.read_text()) if path.exists() else {}
-    merged.update({k: {**v, "step": step} for k, v in results.items()})
-    atomic_write_text(path, json.dumps(merged, indent=1) + "\n")
-
-
 def _same_settings(wanted: Config, saved: Config, run_dir: Path) -> None:
     a, b = wanted.to_dict(), saved.to_dict()
     diff = [k for k in a if k not in _EXECUTION_ONLY and a[k] != b[k]]
@@ -170,6 +139,7 @@ def execute_run(overrides: Mapping[str, Any], plan: EvalPlan, run_dir: Path, thr
     """Train (or resume) one run to its steps, scoring every ``plan.every`` steps, then write eval.json."""
     import torch
 
+    from .evaluate import write_eval
     from .train import fit, prepare_run
 
     if threads:
@@ -196,7 +166,7 @@ def execute_run(overrides: Mapping[str, Any], plan: EvalPlan, run_dir: Path, thr
     run.config = full
     if plan.metrics and not _evaluated(run_dir, plan, run.step):
         results = _score(run.method, run.data, run.device, plan)
-        _write_eval(run_dir, run.step, results)
+        write_eval(run_dir, run.step, results)
         if every:
             _append_metrics(run_dir, run.step, results)
 
