@@ -130,7 +130,13 @@ class Discriminator(nn.Module):
         self.net = nn.Sequential(*mods)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)
+        # The same layers, run feature-major: h is (features, B), so each layer is W·h + b. At B = 64, MKL
+        # splits (1000 × 64) products across threads better than (64 × 1000) ones: ~10% less time in D's
+        # forward and backward matmuls on 2 cores (docs/performance.md).
+        h = z.t()  # (D, B)
+        for layer in self.net:
+            h = torch.addmm(layer.bias[:, None], layer.weight, h) if isinstance(layer, nn.Linear) else layer(h)
+        return h.t()  # (B, 2)
 
 
 class Generator(nn.Module):

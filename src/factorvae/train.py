@@ -10,7 +10,6 @@ weights and the same log as training straight through (on CPU).
 from __future__ import annotations
 
 import json
-import math
 import signal
 import sys
 import time
@@ -23,6 +22,7 @@ from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from .config import Config, make_config
 from .data import load as load_data
 from .methods import build_method
+from .runtime import configure_cpu
 
 
 class RunError(RuntimeError):
@@ -55,10 +55,14 @@ class Run:
 
     def __init__(self, config: Config, out_dir: Path) -> None:
         self.config, self.out_dir = config, out_dir
-        if config.threads:
-            torch.set_num_threads(config.threads)
+        configure_cpu(config.threads)
         self.device = resolve_device(config.device)
         self.data = load_data(config.dataset, config.data_path)
+        # on CUDA the built-in dSprites renders on the GPU, so only indices cross the bus; on CPU numpy's
+        # renderer is the faster one (docs/performance.md)
+        renderer = getattr(self.data, "renderer", None)
+        self.render = renderer(self.device) if renderer is not None and self.device.type == "cuda" else None
+        self.defer_checks = self.device.type == "cuda"  # non-finite loss checks only at steps that write
         torch.manual_seed(config.seed)  # network initialisation
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)  # the data sampler
@@ -68,8 +72,17 @@ class Run:
         self.window_count = 0
 
     def next_batch(self) -> torch.Tensor:
-        x = self.data.sample_observations(self.config.batch_size, self.rng)
-        return torch.from_numpy(x).to(self.device, non_blocking=True)
+        """A training minibatch (B, C, H, W) float32 on the device. Indices always come from the numpy
+        sampler, so the data stream and exact resume are the same on every device."""
+        n = self.config.batch_size
+        if self.render is not None:
+            return self.render(self._to_device(torch.from_numpy(self.data.sample_indices(n, self.rng))))
+        return self._to_device(torch.from_numpy(self.data.sample_observations(n, self.rng)))
+
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":  # from pinned memory the copy is asynchronous: no sync per step
+            t = t.pin_memory()
+        return t.to(self.device, non_blocking=True)
 
     def state(self) -> dict:
         return {
@@ -224,21 +237,30 @@ def fit(run: Run, progress: bool = True) -> Path:
     bar = _Progress(run.step, cfg.steps, progress)
     t0, step0 = time.monotonic(), run.step
     last_good = run.step if (out / "checkpoint.pt").exists() else None
+    finite_since, first_unchecked = None, run.step + 1  # losses not yet read back: all finite?, from which step
     with _StopSignal() as stop:
         try:
             while run.step < cfg.steps:
                 numbers = run.method.train_step(run.next_batch)
                 run.step += 1
-                loss = float(numbers["loss"])
-                if not math.isfinite(loss):
-                    where = f"step {last_good}" if last_good is not None else "none written yet"
-                    msg = (f"non-finite loss ({loss}) at step {run.step}; training stopped, last good checkpoint "
-                           f"kept ({where}); lower the learning rate or γ/β and resume or restart")
-                    _write_status(out, run.step - 1, "failed", msg)
-                    raise RunError(msg)
+                finite = torch.isfinite(numbers["loss"])
+                finite_since = finite if finite_since is None else finite_since & finite
+                on_grid, stopping = run.step % cfg.log_every == 0, stop.requested
+                writes = (on_grid or run.step == cfg.steps or run.step % cfg.checkpoint_every == 0 or stopping
+                          or (cfg.eval_every and run.step % cfg.eval_every == 0))
+                # reading the loss back syncs a GPU, so there the check waits for the next step that writes
+                if writes or not run.defer_checks:
+                    if not bool(finite_since):
+                        where = f"step {last_good}" if last_good is not None else "none written yet"
+                        at = (f"({float(numbers['loss'])}) at step {run.step}" if first_unchecked == run.step
+                              else f"at a step in {first_unchecked}..{run.step}")
+                        msg = (f"non-finite loss {at}; training stopped, last good checkpoint "
+                               f"kept ({where}); lower the learning rate or γ/β and resume or restart")
+                        _write_status(out, first_unchecked - 1, "failed", msg)
+                        raise RunError(msg)
+                    finite_since, first_unchecked = None, run.step + 1
                 run.accumulate(numbers)
                 record = None
-                on_grid = run.step % cfg.log_every == 0
                 if on_grid or run.step == cfg.steps:
                     # a last line off the log_every grid is marked partial and its window kept, so that
                     # resuming past it logs exactly what a straight run would (the partial line is dropped)
@@ -254,7 +276,7 @@ def fit(run: Run, progress: bool = True) -> Path:
                     save_checkpoint(out / "checkpoint.pt", run.state())
                     last_good = run.step
                 bar.update(run.step, record)
-                if stop.requested:
+                if stopping:
                     save_checkpoint(out / "checkpoint.pt", run.state())
                     _write_status(out, run.step, "interrupted")
                     raise RunInterrupted(out, run.step)

@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .factors import DataError, GroundTruthData, index_to_factors
 
@@ -81,6 +82,35 @@ class DSprites(GroundTruthData):
         canvas = np.zeros((n, 64 * 64), dtype=np.uint8)
         canvas[np.arange(n)[:, None], top_left[:, None] + self._offsets] = self.sprites[sprite_id]
         return canvas.reshape(n, 1, 64, 64)
+
+    def renderer(self, device: torch.device) -> DeviceRenderer:
+        """The same images drawn by torch on ``device``, as float32 in [0, 1] (the training batches)."""
+        return DeviceRenderer(self.sprites, self._offsets, device)
+
+
+class DeviceRenderer:
+    """Training batches of the built-in dSprites rendered by torch where the model trains (CPU or CUDA).
+
+    The sprite bank (720 sprites of 32×32 floats, 3 MB) lives on the device and each image is one
+    sprite pasted into a zero 64×64 frame by a scatter, straight into float32. A CUDA run therefore
+    moves only the batch's indices (8 bytes an image) to the GPU, never images. Gives exactly
+    ``to_float(DSprites().images(indices))``.
+    """
+
+    def __init__(self, sprites: np.ndarray, offsets: np.ndarray, device: torch.device) -> None:
+        self.bank = torch.from_numpy(sprites).to(device=device, dtype=torch.float32) / 255.0  # (720, 1024) {0, 1}
+        self.offsets = torch.from_numpy(offsets).to(device)  # (1024,)
+        self.device = torch.device(device)
+
+    def __call__(self, indices: torch.Tensor) -> torch.Tensor:
+        """Images (n, 1, 64, 64) for flat indices (n,) int64 on the renderer's device."""
+        # flat index = sprite·(32·32) + posX·32 + posY: the three sprite factors come first (posY fastest)
+        sprite_id = indices // (SPRITE * SPRITE)
+        pos_x, pos_y = (indices // SPRITE) % SPRITE, indices % SPRITE
+        top_left = pos_y * 64 + pos_x  # (n,) window corner: posY picks the row, posX the column
+        canvas = torch.zeros(len(indices), 64 * 64, device=self.device)
+        canvas.scatter_(1, top_left[:, None] + self.offsets, self.bank[sprite_id])
+        return canvas.view(-1, 1, 64, 64)
 
 
 class DSpritesFile(GroundTruthData):

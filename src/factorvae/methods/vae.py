@@ -11,7 +11,7 @@ import torch
 
 from ..config import Config
 from ..losses import bernoulli_nll, kl_normal, reparameterize
-from ..nets import Decoder, Encoder
+from ..nets import Decoder, Encoder, channels_last_on_cpu
 
 
 class BetaVAE:
@@ -20,10 +20,11 @@ class BetaVAE:
     def __init__(self, config: Config, channels: int, generator: torch.Generator, device: torch.device) -> None:
         self.beta = 1.0 if config.model == "vae" else config.beta
         self.generator = generator
-        self.encoder = Encoder(channels, config.latent_dim, config.width).to(device)
-        self.decoder = Decoder(channels, config.latent_dim, config.width).to(device)
+        self.encoder = channels_last_on_cpu(Encoder(channels, config.latent_dim, config.width), device)
+        self.decoder = channels_last_on_cpu(Decoder(channels, config.latent_dim, config.width), device)
         self.vae_params = [*self.encoder.parameters(), *self.decoder.parameters()]
-        self.opt_vae = torch.optim.Adam(self.vae_params, lr=config.lr, betas=config.adam_betas)
+        # fused Adam: one pass over each tensor instead of ~7 elementwise ops
+        self.opt_vae = torch.optim.Adam(self.vae_params, lr=config.lr, betas=config.adam_betas, fused=True)
         self.modules = {"encoder": self.encoder, "decoder": self.decoder}
         self.optimizers = {"vae": self.opt_vae}
 
