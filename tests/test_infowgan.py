@@ -14,6 +14,9 @@ from factorvae.losses import gaussian_log_density, gradient_penalty
 from factorvae.methods import METHODS, build_method
 from factorvae.methods.infowgan_gp import InfoWGANGP
 from factorvae.train import resume, train
+from helpers import assert_state_equal as _assert_equal
+from helpers import params as _params
+from helpers import same as _same
 
 # one critic step per generator step keeps the step tests fast; the training tests use the default 5
 TINY = {"batch_size": 4, "fc_width": 32, "noise_dim": 8, "n_critic": 1}
@@ -38,14 +41,6 @@ def _method(**kw) -> InfoWGANGP:
 def _batches(b=4, seed=0):
     rng = np.random.default_rng(seed)
     return lambda: torch.from_numpy((rng.random((b, 1, 64, 64)) > 0.7).astype(np.float32))
-
-
-def _params(module):
-    return [p.detach().clone() for p in module.parameters()]
-
-
-def _same(a, b):
-    return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 def test_registered_under_its_cli_name():
@@ -242,17 +237,3 @@ def test_resume_is_bit_identical_to_a_straight_run(tmp_path, gan_small):
                 for line in (run / "log.jsonl").read_text().splitlines()]
 
     assert log(straight) == log(resumed) and [r["step"] for r in log(resumed)] == [2, 4, 5]
-
-
-def _assert_equal(a, b):
-    if isinstance(a, dict):
-        assert a.keys() == b.keys()
-        for k in a:
-            _assert_equal(a[k], b[k])
-    elif isinstance(a, list | tuple):
-        for x, y in zip(a, b, strict=True):
-            _assert_equal(x, y)
-    elif isinstance(a, torch.Tensor):
-        assert torch.equal(a, b)
-    else:
-        assert a == b

@@ -8,6 +8,8 @@ import torch
 
 from factorvae.config import make_config
 from factorvae.methods import build_method
+from helpers import params as _params
+from helpers import same as _same
 
 
 def _method(model="factorvae", **kw):
@@ -20,14 +22,6 @@ def _method(model="factorvae", **kw):
 def _batches(seed=0, b=8):
     rng = np.random.default_rng(seed)
     return lambda: torch.from_numpy((rng.random((b, 1, 64, 64)) > 0.7).astype(np.float32))
-
-
-def _params(module):
-    return [p.detach().clone() for p in module.parameters()]
-
-
-def _same(a, b):
-    return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 def test_vae_step_leaves_discriminator_unchanged_and_gradient_free(monkeypatch):

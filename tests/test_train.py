@@ -14,6 +14,7 @@ import factorvae
 from factorvae.checkpoint import load_checkpoint, save_checkpoint
 from factorvae.config import make_config
 from factorvae.train import RunError, prepare_run, resume, train
+from helpers import assert_state_equal as _assert_state_equal
 
 
 def _log(run_dir, drop=("time", "steps_per_s")):
@@ -24,20 +25,6 @@ def _log(run_dir, drop=("time", "steps_per_s")):
 def _weights(run_dir):
     state = load_checkpoint(run_dir / "checkpoint.pt")
     return state["modules"], state["optimizers"]
-
-
-def _assert_state_equal(a, b):
-    if isinstance(a, dict):
-        assert a.keys() == b.keys()
-        for k in a:
-            _assert_state_equal(a[k], b[k])
-    elif isinstance(a, list | tuple):
-        for x, y in zip(a, b, strict=True):
-            _assert_state_equal(x, y)
-    elif isinstance(a, torch.Tensor):
-        assert torch.equal(a, b)
-    else:
-        assert a == b
 
 
 @pytest.mark.parametrize("model", ["factorvae", "betavae"])
