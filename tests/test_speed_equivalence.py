@@ -16,7 +16,8 @@ from torch import nn
 from factorvae.config import make_config
 from factorvae.losses import bernoulli_nll, discriminator_loss, kl_normal, permute_dims, reparameterize, tc_from_logits
 from factorvae.methods import build_method
-from factorvae.nets import ImageDeconv, _PatchDeconv
+from factorvae.evaluate import _encode_fn
+from factorvae.nets import Encoder, ImageDeconv, InferenceEncoder, _PatchDeconv
 
 
 def _batches(seed):
@@ -120,3 +121,40 @@ def test_patch_deconv_gradients_in_double_precision():
     b = torch.randn(2, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(_PatchDeconv.apply, (x, w, b))
     assert torch.autograd.gradgradcheck(_PatchDeconv.apply, (x, w, b))  # InfoWGAN-GP's penalty may need it
+
+
+@pytest.mark.parametrize("channels,width", [(1, 128), (3, 256)])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_inference_encoder_equals_the_module(channels, width, layout):
+    torch.manual_seed(channels)
+    encoder = Encoder(channels, 10, width).to(memory_format=layout).eval()
+    fast = InferenceEncoder(encoder)
+    assert fast.fast and len(fast.layers) == 4  # the oneDNN path ran, not the fallback
+    for n in (1, 127, 128, 129, 300):  # chunks of 128: below, at and across chunk edges
+        x = torch.rand(n, channels, 64, 64)
+        with torch.inference_mode():
+            ref_mu, ref_logvar = encoder(x)
+        mu, logvar = fast(x)
+        assert mu.shape == (n, 10) and logvar.shape == (n, 10)
+        torch.testing.assert_close(mu, ref_mu, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(logvar, ref_logvar, rtol=1e-5, atol=1e-6)
+
+
+def test_inference_encoder_falls_back_for_float64():
+    encoder = Encoder().double()
+    fast = InferenceEncoder(encoder)
+    x = torch.rand(3, 1, 64, 64, dtype=torch.float64)
+    assert not fast.fast and fast(x)[0].dtype == torch.float64
+    with torch.inference_mode():
+        assert torch.equal(fast(x)[0], encoder(x)[0])
+
+
+def test_evaluation_encodes_with_the_current_weights():
+    """Periodic evaluation during training must not score a stale copy of the encoder."""
+    method = build_method(make_config(batch_size=4), 1, torch.Generator(), torch.device("cpu"))
+    obs = np.random.default_rng(0).random((5, 1, 64, 64), dtype=np.float32)
+    before = _encode_fn(method, torch.device("cpu"))(obs)[0]
+    with torch.no_grad():
+        method.encoder.fc[2].bias.add_(1.0)
+    after = _encode_fn(method, torch.device("cpu"))(obs)[0]
+    np.testing.assert_allclose(after, before + 1.0, rtol=1e-5, atol=1e-5)
