@@ -26,7 +26,7 @@ from factorvae.metrics import (
     sap,
 )
 from factorvae.metrics.dci import completeness, disentanglement
-from factorvae.metrics.mig import histogram_discretize
+from factorvae.metrics.mig import histogram_discretize, mutual_info_matrix
 
 SIZES = (3, 6, 10, 8, 8)
 K = len(SIZES)
@@ -248,6 +248,20 @@ def test_dci_scores_of_known_importance_matrices():
 def test_histogram_discretize_uses_equal_width_bins_over_the_range():
     codes = np.array([[0.0], [0.49], [0.5], [1.0]])
     np.testing.assert_array_equal(histogram_discretize(codes, 2)[:, 0], [1, 1, 2, 2])
+
+
+def test_mutual_info_matrix_equals_sklearn():
+    from sklearn.metrics import mutual_info_score
+
+    rng = np.random.default_rng(3)
+    factors = np.stack([rng.integers(0, s, 2000) * 7 + 100 for s in (2, 6, 40)], axis=1)  # labels need not be 0..m−1
+    codes = np.concatenate([factors[:, 2:] // 14, rng.integers(0, 20, (2000, 2)), np.zeros((2000, 1))], axis=1)
+    ours = mutual_info_matrix(codes, factors)
+    ref = np.array([[mutual_info_score(f, c) for f in factors.T] for c in codes.T])
+    np.testing.assert_allclose(ours, ref, rtol=1e-12, atol=1e-12)
+    assert ours[-1].tolist() == [0.0, 0.0, 0.0]  # a constant dimension carries no information
+    entropy = np.diag(mutual_info_matrix(factors, factors))
+    np.testing.assert_allclose(entropy, [mutual_info_score(f, f) for f in factors.T], rtol=1e-12)
 
 
 def test_sap_ranks_the_informative_dimension_first():

@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from factorvae.config import make_config
+from factorvae.evaluate import _encode_fn
 from factorvae.losses import bernoulli_nll, discriminator_loss, kl_normal, permute_dims, reparameterize, tc_from_logits
 from factorvae.methods import build_method
-from factorvae.evaluate import _encode_fn
 from factorvae.nets import Encoder, ImageDeconv, InferenceEncoder, _PatchDeconv
 
 

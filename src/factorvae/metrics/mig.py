@@ -4,8 +4,10 @@ For each factor k: the gap between the largest and second-largest mutual informa
 dimensions d, divided by the factor's entropy H(v_k); MIG is the mean over factors. As in
 disentanglement_lib (dlib), the codes are random samples, each dimension is discretised into ``num_bins``
 equal-width bins over its own range (a histogram), and both I and H are plug-in estimates from counts
-(scikit-learn's ``mutual_info_score``). Chen et al.'s own estimator integrates q(z|x) over the whole data
-set instead; we follow dlib, which is what most published MIG numbers use.
+(the same sums as scikit-learn's ``mutual_info_score``, computed here with one ``np.bincount`` per pair:
+10 × 5 calls of ``mutual_info_score`` on 10,000 points took 0.20 s, a fifth of MIG's encoding time at
+12,000 images/s; ``mutual_info_matrix`` takes 0.01 s). Chen et al.'s own estimator integrates q(z|x)
+over the whole data set instead; we follow dlib, which is what most published MIG numbers use.
 
 Protocols: both "paper" and "dlib" use dlib's 10,000 points and 20 bins (Kim & Mnih do not use MIG).
 """
@@ -15,7 +17,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import mutual_info_score
 
 from ..data import GroundTruthData
 from .pool import CodePool, Represent
@@ -45,8 +46,8 @@ def mig(
     encoded_before = pool.images_encoded
     factors, codes = pool.random_sample(s["num_train"], "train")
     binned = histogram_discretize(codes, s["num_bins"])  # (n, D) bin ids
-    mi = np.array([[mutual_info_score(f, b) for f in factors.T] for b in binned.T])  # (D, K) nats
-    entropy = np.array([mutual_info_score(f, f) for f in factors.T])  # (K,) H(v_k) in nats
+    mi = mutual_info_matrix(binned, factors)  # (D, K) nats
+    entropy = np.diag(mutual_info_matrix(factors, factors)).copy()  # (K,) H(v_k) in nats
     top = np.sort(np.vstack([mi, np.zeros((1, mi.shape[1]))]), axis=0)[::-1]  # zero row: a 1-dim code
     defined = entropy > 0  # a factor that took one value in the sample has no entropy to normalise by
     per_factor = np.full(len(entropy), np.nan)
@@ -70,4 +71,29 @@ def histogram_discretize(codes: np.ndarray, num_bins: int) -> np.ndarray:
     for d in range(codes.shape[1]):
         edges = np.histogram_bin_edges(codes[:, d], bins=num_bins)
         out[:, d] = np.digitize(codes[:, d], edges[:-1])
+    return out
+
+
+def mutual_info_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Plug-in mutual information (nats) of every column of ``a`` (n, P) with every column of ``b`` (n, Q).
+
+    I = Σ_ij p_ij log(p_ij / (p_i p_j)) over the non-empty cells of each joint count table; equals
+    ``sklearn.metrics.mutual_info_score`` to float rounding (tested). Each column is relabelled 0..m−1
+    once, then each pair costs one ``np.bincount``. I(a; a) is the plug-in entropy H(a).
+    """
+    cols_a = [np.unique(col, return_inverse=True)[1].ravel() for col in np.asarray(a).T]
+    cols_b = [np.unique(col, return_inverse=True)[1].ravel() for col in np.asarray(b).T]
+    out = np.zeros((len(cols_a), len(cols_b)))
+    n = np.asarray(a).shape[0]
+    if n == 0:
+        return out
+    for i, x in enumerate(cols_a):
+        for j, y in enumerate(cols_b):
+            num_y = int(y.max()) + 1
+            joint = np.bincount(x * num_y + y, minlength=(int(x.max()) + 1) * num_y).reshape(-1, num_y)
+            row, col = joint.sum(axis=1), joint.sum(axis=0)
+            r, c = np.nonzero(joint)
+            counts = joint[r, c].astype(np.float64)
+            mi = np.sum(counts / n * (np.log(counts) + np.log(n) - np.log(row[r] * col[c].astype(np.float64))))
+            out[i, j] = max(float(mi), 0.0)  # rounding can leave −1e-17 for independent labels
     return out
