@@ -34,6 +34,16 @@ def _err(capsys, argv):
         (["train", "--steps", "ten"], "argument --steps: invalid int value: 'ten'"),
         (["train", "--gamma", "-1"], "gamma must be a finite number >= 0"),
         (["evaluate", "/nonexistent/run"], "is not a run directory"),
+        (["evaluate", "/nonexistent/run", "--set", "dcii.forest_trees=3"], "unknown metric 'dcii'; choose from:"),
+        (["evaluate", "/nonexistent/run", "--set", "forest_trees=3"], "--set expects METRIC.KEY=VALUE"),
+        (["evaluate", "/nonexistent/run", "--set", "mig.num_bin=3"], "mig: unknown setting(s) ['num_bin']"),
+        (["evaluate", "/nonexistent/run", "--set", "mig.num_bins=abc"],
+         "mig: setting num_bins must be an integer >= 1 (default 20), got 'abc'"),
+        (["evaluate", "/nonexistent/run", "--set", "tc.num_data=0"], "tc: setting num_data must be an integer >= 1"),
+        (["evaluate", "/nonexistent/run", "--protocol", "dlib", "--set", "sap.svm_c=inf"],
+         "sap: setting svm_c must be a finite number"),
+        (["sweep", "--model", "factorvae", "--gamma", "10", "--out", "/nonexistent/sweep",
+          "--eval-set", "dci.predictor=5"], "dci: setting predictor must be a string"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):

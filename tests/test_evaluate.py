@@ -35,6 +35,17 @@ def test_evaluate_run_writes_and_merges_eval_json(run_dir):
     assert f"{first['factorvae']['score']:.4f}" in table
 
 
+def test_cli_set_overrides_a_metric_setting(run_dir, capsys):
+    from factorvae.cli import main
+
+    assert main(["evaluate", str(run_dir), "--metrics", "mig,sap", "--device", "cpu", "--set", "mig.num_train=700",
+                 "--set", "sap.num_train=600", "--set", "sap.num_test=300", "--set", "sap.solver=liblinear"]) == 0
+    saved = json.loads((run_dir / "eval.json").read_text())
+    assert saved["mig"]["settings"]["num_train"] == 700 and saved["mig"]["settings"]["num_bins"] == 20
+    assert saved["sap"]["settings"]["solver"] == "liblinear" and saved["sap"]["settings"]["num_test"] == 300
+    assert "mig" in capsys.readouterr().out
+
+
 def test_unknown_metric_is_refused(run_dir):
     with pytest.raises(DataError, match="unknown metric"):
         evaluate_run(run_dir, ["accuracy"])

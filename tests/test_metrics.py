@@ -219,6 +219,10 @@ def test_bad_arguments_fail_clearly():
         mig(DATA, identity, protocol="nope")
     with pytest.raises(TypeError, match="num_bins"):
         mig(DATA, identity, num_bin=10)
+    with pytest.raises(ValueError, match="num_bins must be an integer >= 1"):
+        mig(DATA, identity, num_bins=0)
+    with pytest.raises(ValueError, match="num_bins must be an integer >= 1"):
+        mig(DATA, identity, num_bins=2.5)
     with pytest.raises(ValueError, match="unknown"):
         evaluate_metrics(DATA, identity, names=["irs"])
     with pytest.raises(ValueError, match="predictor"):

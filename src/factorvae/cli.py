@@ -81,14 +81,18 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--exhaustive", action="store_true",
                    help="encode the whole data set once and draw every vote from those codes")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--set", dest="metric_set", action="append", default=[], metavar="METRIC.KEY=VALUE",
+                   help="override one metric setting, e.g. dci.forest_trees=10 or tc.num_data=2000 (repeatable)")
 
 
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_run, print_table
     from .train import resolve_device
 
+    settings = _metric_settings(args.metric_set, "--set", args.protocol)
     device = str(resolve_device(args.device))
-    results = evaluate_run(args.run_dir, args.metrics.split(","), args.protocol, args.seed, args.exhaustive, device)
+    results = evaluate_run(args.run_dir, args.metrics.split(","), args.protocol, args.seed, args.exhaustive, device,
+                           settings=settings)
     print_table(results)
     print(f"wrote {Path(args.run_dir) / 'eval.json'}", file=sys.stderr)
     return 0
@@ -213,20 +217,31 @@ def _floats(text: str | None, flag: str) -> list[float] | None:
         raise ConfigError(f"--{flag} takes comma-separated numbers, got '{text}'") from None
 
 
-def _sweep_kwargs(args) -> dict:
+def _metric_settings(items: list[str], flag: str, protocol: str) -> dict[str, dict]:
+    """``["dci.forest_trees=10", ...]`` -> ``{"dci": {"forest_trees": 10}}``; values parsed as JSON if they can be."""
     import json
 
-    from .sweep import EvalPlan
+    from .evaluate import ALL_METRICS, check_eval_settings
 
-    eval_settings: dict[str, dict] = {}
-    for key, value in parse_set(args.eval_set).items():
+    settings: dict[str, dict] = {}
+    for key, value in parse_set(items).items():
         metric, _, name = key.partition(".")
         if not name:
-            raise ConfigError(f"--eval-set expects METRIC.KEY=VALUE, got '{key}={value}'")
+            raise ConfigError(f"{flag} expects METRIC.KEY=VALUE, got '{key}={value}'")
+        if metric not in ALL_METRICS:
+            raise ConfigError(f"{flag} {key}: unknown metric '{metric}'; choose from: {', '.join(ALL_METRICS)}")
         try:
-            eval_settings.setdefault(metric, {})[name] = json.loads(value)
+            settings.setdefault(metric, {})[name] = json.loads(value)
         except ValueError:
-            eval_settings.setdefault(metric, {})[name] = value
+            settings.setdefault(metric, {})[name] = value
+    check_eval_settings(protocol, settings)
+    return settings
+
+
+def _sweep_kwargs(args) -> dict:
+    from .sweep import EvalPlan
+
+    eval_settings = _metric_settings(args.eval_set, "--eval-set", args.protocol)
     metrics = () if args.metrics.strip().lower() == "none" else tuple(m.strip() for m in args.metrics.split(","))
     plan = EvalPlan(metrics, args.protocol, eval_settings, args.eval_every or 0)
     return {"backend": args.backend, "workers": args.workers, "threads": args.threads, "address": args.address,

@@ -20,8 +20,8 @@ import torch
 from .checkpoint import atomic_write_text
 from .data import DataError, GroundTruthData
 from .losses import reparameterize, tc_from_logits
-from .metrics import METRICS, estimate_total_correlation, evaluate_metrics
-from .metrics.protocol import metric_rng
+from .metrics import METRICS, check_settings, estimate_total_correlation, evaluate_metrics
+from .metrics.protocol import metric_rng, resolve_settings
 from .nets import Encoder, InferenceEncoder
 
 ALL_METRICS = (*METRICS, "tc")
@@ -34,6 +34,18 @@ def check_metric_names(names: Sequence[str]) -> list[str]:
     if unknown or not names:
         raise DataError(f"unknown metric(s) {unknown or names}; choose from: {', '.join(ALL_METRICS)}")
     return names
+
+
+def check_eval_settings(protocol: str, settings: Mapping[str, Mapping[str, Any]] | None) -> None:
+    """Refuse unknown metrics, setting names and ill-typed values (DataError) before any model is loaded."""
+    settings = dict(settings or {})
+    tc = settings.pop("tc", None)
+    try:
+        check_settings(protocol, settings)
+        if tc is not None:
+            resolve_settings("tc", {protocol: {"num_data": TC_SAMPLES}}, protocol, tc)
+    except (TypeError, ValueError) as exc:
+        raise DataError(str(exc)) from None
 
 
 def _encode_fn(method, device: torch.device):
@@ -79,6 +91,7 @@ def evaluate_method(
     and Monte-Carlo samples alike).
     """
     names = check_metric_names(names)
+    check_eval_settings(protocol, settings)
     encode = _encode_fn(method, device)
     metric_names = [n for n in names if n != "tc"]
     results: dict[str, Any] = {}
@@ -108,6 +121,7 @@ def evaluate_run(
     from .trained import load
 
     names = check_metric_names(names)
+    check_eval_settings(protocol, settings)
     model = load(run_dir, device=device)
     if not model.data.has_factors:
         raise DataError(f"data set '{model.data.name}' has no ground-truth factors, so there is nothing to score; "

@@ -19,18 +19,23 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..data import GroundTruthData
+from . import betavae_score as _betavae_score
+from . import dci as _dci
+from . import factorvae_score as _factorvae_score
+from . import mig as _mig
+from . import sap as _sap
 from .betavae_score import betavae_score
 from .dci import dci
 from .factorvae_score import factorvae_score
 from .mig import mig
 from .pool import CodePool, Represent, require_factors
-from .protocol import PROTOCOLS
+from .protocol import PROTOCOLS, resolve_settings
 from .sap import sap
 from .tc import estimate_total_correlation, total_correlation
 
 __all__ = [
     "METRICS", "PROTOCOLS", "CodePool", "betavae_score", "dci", "estimate_total_correlation",
-    "evaluate_metrics", "factorvae_score", "mig", "sap", "total_correlation",
+    "check_settings", "evaluate_metrics", "factorvae_score", "mig", "sap", "total_correlation",
 ]
 
 # name -> metric function; the names are what configs, the CLI and eval.json use
@@ -41,6 +46,23 @@ METRICS: dict[str, Callable[..., dict[str, Any]]] = {
     "dci": dci,
     "sap": sap,
 }
+
+# name -> {protocol: default settings}, so settings can be checked before anything is encoded
+METRIC_PROTOCOLS: dict[str, Mapping[str, Mapping[str, Any]]] = {
+    "factorvae": _factorvae_score.PROTOCOLS,
+    "betavae": _betavae_score.PROTOCOLS,
+    "mig": _mig.PROTOCOLS,
+    "dci": _dci.PROTOCOLS,
+    "sap": _sap.PROTOCOLS,
+}
+
+
+def check_settings(protocol: str, settings: Mapping[str, Mapping[str, Any]] | None) -> None:
+    """Raise ValueError/TypeError for an unknown metric, setting name, protocol or ill-typed value."""
+    for name, overrides in (settings or {}).items():
+        if name not in METRIC_PROTOCOLS:
+            raise ValueError(f"unknown metric '{name}' in settings; choose from: {', '.join(METRICS)}")
+        resolve_settings(name, METRIC_PROTOCOLS[name], protocol, overrides)
 
 
 def evaluate_metrics(
@@ -68,6 +90,7 @@ def evaluate_metrics(
     unknown = [n for n in names if n not in METRICS] + [n for n in (settings or {}) if n not in names]
     if unknown:
         raise ValueError(f"unknown or unrequested metric(s) {unknown}; choose from: {', '.join(METRICS)}")
+    check_settings(protocol, settings)  # fail before encoding anything
     show = sys.stderr.isatty() if progress is None else progress
     if pool is None:
         pool = CodePool(data, represent, seed, batch_size, exhaustive, progress=show)

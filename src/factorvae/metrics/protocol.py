@@ -27,8 +27,25 @@ def resolve_settings(
     unknown = sorted(set(overrides) - set(settings))
     if unknown:
         raise TypeError(f"{metric}: unknown setting(s) {unknown}; valid settings: {sorted(settings)}")
+    for name, value in overrides.items():
+        _check_value(metric, name, value, settings[name])
     settings.update(overrides)
     return settings
+
+
+def _check_value(metric: str, name: str, value: Any, default: Any) -> None:
+    """An override must have its default's type: counts are ints >= 1, rates finite numbers, names strings."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and np.isfinite(value)
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        kind = {bool: "true or false", int: "an integer >= 1", float: "a finite number"}.get(type(default), "a string")
+        raise ValueError(f"{metric}: setting {name} must be {kind} (default {default!r}), got {value!r}")
 
 
 def metric_rng(seed: int, purpose: str) -> np.random.Generator:
