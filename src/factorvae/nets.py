@@ -41,8 +41,8 @@ class InferenceEncoder:
     all four convs, the conv weights are reordered into it once, and images go through in chunks of 128
     whose activations stay in cache: about 12,000 images/s (benchmarks/metrics_speed.py,
     docs/performance.md). Same weights and the same sums as the module; oneDNN may order a sum differently,
-    so results agree to float rounding. The weights are copied when this object is built: build a new one
-    after further training. Off the CPU, or without oneDNN, it calls the module itself.
+    so results agree to float rounding. The weights are copied when this object is built (~0.5 ms): build a
+    new one after further training. Off the CPU, or without oneDNN, it calls the module itself.
     """
 
     CHUNK = 128  # images per oneDNN pass: 64–128 measured fastest, 256+ falls out of cache (~7,500/s)
@@ -68,7 +68,8 @@ class InferenceEncoder:
                 self.layers.append((w, conv.bias.detach().to_mkldnn(), *args, relu))
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.inference_mode():
+        # no_grad rather than inference_mode: the codes stay usable in autograd graphs (e.g. as a D input)
+        with torch.no_grad():
             if not self.fast:
                 return self.encoder(x)
             x = x.to(torch.float32).contiguous()
