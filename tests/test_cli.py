@@ -40,6 +40,7 @@ def _err(capsys, argv):
         (["evaluate", "/nonexistent/run", "--set", "mig.num_bins=abc"],
          "mig: setting num_bins must be an integer >= 1 (default 20), got 'abc'"),
         (["evaluate", "/nonexistent/run", "--set", "tc.num_data=0"], "tc: setting num_data must be an integer >= 1"),
+        (["evaluate", "/nonexistent/run", "--set", "tc.all_data=3"], "tc: setting all_data must be true or false"),
         (["evaluate", "/nonexistent/run", "--protocol", "dlib", "--set", "sap.svm_c=inf"],
          "sap: setting svm_c must be a finite number"),
         (["sweep", "--model", "factorvae", "--gamma", "10", "--out", "/nonexistent/sweep",

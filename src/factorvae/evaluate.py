@@ -26,6 +26,9 @@ from .nets import Encoder, InferenceEncoder
 
 ALL_METRICS = (*METRICS, "tc")
 TC_SAMPLES = 10_000  # data points in the mixture and Monte-Carlo samples of the true-TC estimate
+# "tc" settings: num_data as above; all_data: the mixture over the whole (finite) data set instead, with
+# num_data Monte-Carlo samples and num_data components for each 1-D marginal (metrics/tc.py)
+TC_DEFAULTS = {"num_data": TC_SAMPLES, "all_data": False}
 
 
 def check_metric_names(names: Sequence[str]) -> list[str]:
@@ -43,7 +46,7 @@ def check_eval_settings(protocol: str, settings: Mapping[str, Mapping[str, Any]]
     try:
         check_settings(protocol, settings)
         if tc is not None:
-            resolve_settings("tc", {protocol: {"num_data": TC_SAMPLES}}, protocol, tc)
+            resolve_settings("tc", {protocol: TC_DEFAULTS}, protocol, tc)
     except (TypeError, ValueError) as exc:
         raise DataError(str(exc)) from None
 
@@ -88,6 +91,7 @@ def evaluate_method(
 
     ``settings`` overrides metric settings by name (e.g. ``{"factorvae": {"num_train": 100}}``;
     ``{"tc": {"num_data": n}}`` sets the true-TC estimate's size, else ``tc_samples``: mixture components
+    (``{"tc": {"all_data": True}}``: the whole data set's mixture, num_data for the marginals)
     and Monte-Carlo samples alike).
     """
     names = check_metric_names(names)
@@ -103,8 +107,10 @@ def evaluate_method(
         if method.kind != "vae":
             results["tc"] = {"metric": "tc", "score": None, "note": "no posterior q(z|x) for a GAN: TC is undefined"}
         else:
-            tc_samples = int((settings or {}).get("tc", {}).get("num_data", tc_samples))
-            tc = estimate_total_correlation(data, encode, tc_samples, tc_samples, seed)
+            tc_settings = {**TC_DEFAULTS, "num_data": tc_samples, **(settings or {}).get("tc", {})}
+            tc_samples = int(tc_settings["num_data"])
+            tc = estimate_total_correlation(data, encode, tc_samples, tc_samples, seed,
+                                            all_data=bool(tc_settings["all_data"]))
             tc.update(metric="tc", score=tc["tc"])
             if hasattr(method, "discriminator"):
                 tc["tc_discriminator"] = discriminator_tc(method, data, device, tc_samples, seed)
