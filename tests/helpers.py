@@ -1,6 +1,12 @@
-"""Assertions shared by the test files: parameter snapshots and exact state comparison."""
+"""Shared by the test files: parameter snapshots, exact state comparison, a factor grid whose observations are
+its factors, and a training step that returns a non-finite loss on a chosen call."""
 
+from collections.abc import Sequence
+
+import numpy as np
 import torch
+
+from factorvae.data import GroundTruthData
 
 
 def params(module: torch.nn.Module) -> list[torch.Tensor]:
@@ -25,3 +31,36 @@ def assert_state_equal(a, b) -> None:
         assert torch.equal(a, b)
     else:
         assert a == b
+
+
+class FactorGrid(GroundTruthData):
+    """A full factor grid whose observations are the factor values themselves: float32 (n, K).
+
+    Metrics must not assume images (issue 3), so their known answers are checked on this."""
+
+    name = "toy"
+
+    def __init__(self, sizes: Sequence[int], names: Sequence[str] | None = None) -> None:
+        self.factor_sizes = tuple(sizes)
+        self.factor_names = tuple(names) if names else tuple("abcdefgh"[: len(sizes)])
+        self.observation_shape = (len(sizes),)
+        self.num_examples = int(np.prod(sizes))
+
+    def observations(self, factors: np.ndarray) -> np.ndarray:
+        return np.asarray(factors, dtype=np.float32)
+
+
+def poison_train_step(monkeypatch, at_call: int, value: float) -> None:
+    """FactorVAE.train_step reports ``value`` as its loss on call number ``at_call`` (1-based)."""
+    from factorvae.methods.factorvae import FactorVAE
+
+    real_step, count = FactorVAE.train_step, {"n": 0}
+
+    def poisoned(self, next_batch):
+        numbers = real_step(self, next_batch)
+        count["n"] += 1
+        if count["n"] == at_call:
+            numbers["loss"] = torch.tensor(value)
+        return numbers
+
+    monkeypatch.setattr(FactorVAE, "train_step", poisoned)

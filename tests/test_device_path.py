@@ -13,6 +13,7 @@ from factorvae.data.dsprites import DSprites
 from factorvae.data.factors import to_float
 from factorvae.runtime import keep_freed_memory
 from factorvae.train import RunError, fit, prepare_run
+from helpers import poison_train_step
 
 
 @pytest.fixture(scope="module")
@@ -38,18 +39,7 @@ def test_batches_through_the_renderer_match_the_numpy_sampler(tmp_path, small):
 
 
 def test_deferred_non_finite_check_names_the_step_range(tmp_path, small, monkeypatch):
-    from factorvae.methods.factorvae import FactorVAE
-
-    real_step, count = FactorVAE.train_step, {"n": 0}
-
-    def poisoned(self, next_batch):
-        numbers = real_step(self, next_batch)
-        count["n"] += 1
-        if count["n"] == 5:
-            numbers["loss"] = torch.tensor(float("inf"))
-        return numbers
-
-    monkeypatch.setattr(FactorVAE, "train_step", poisoned)
+    poison_train_step(monkeypatch, at_call=5, value=float("inf"))
     run = prepare_run(make_config(steps=10, **small), tmp_path / "r")  # logs every 2 steps, checkpoints every 4
     run.defer_checks = True  # as on CUDA: the loss is read back only at steps that log or save
     with pytest.raises(RunError, match=r"non-finite loss at a step in 5\.\.6.*step 4"):

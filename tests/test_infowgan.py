@@ -22,14 +22,8 @@ from helpers import same as _same
 TINY = {"batch_size": 4, "fc_width": 32, "noise_dim": 8, "n_critic": 1}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the GP's double backward runs many small ops; on a busy 2-core machine two intra-op threads made these
-    # tests 10-30x slower than one, so they run single-threaded and restore the session's setting after
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# in-process training beside other jobs: see conftest.one_thread
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _method(**kw) -> InfoWGANGP:

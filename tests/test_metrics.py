@@ -27,6 +27,7 @@ from factorvae.metrics import (
 )
 from factorvae.metrics.dci import completeness, disentanglement
 from factorvae.metrics.mig import histogram_discretize, mutual_info_matrix
+from helpers import FactorGrid
 
 SIZES = (3, 6, 10, 8, 8)
 K = len(SIZES)
@@ -41,24 +42,7 @@ FAST = {
 }
 
 
-class FactorsAsObservations(GroundTruthData):
-    """A full factor grid whose observations are the factor values themselves: float32 (n, K)."""
-
-    name = "toy"
-    factor_names = ("shape", "scale", "angle", "x", "y")
-    factor_sizes = SIZES
-    observation_shape = (K,)
-    num_examples = int(np.prod(SIZES))
-
-    def observations(self, factors: np.ndarray) -> np.ndarray:
-        return np.asarray(factors, dtype=np.float32)
-
-
-class SmallGrid(FactorsAsObservations):
-    factor_names = ("a", "b", "c")
-    factor_sizes = (2, 3, 4)
-    observation_shape = (3,)
-    num_examples = 24
+SMALL_GRID = (2, 3, 4)
 
 
 class NoFactors(GroundTruthData):
@@ -66,7 +50,7 @@ class NoFactors(GroundTruthData):
     num_examples = 10
 
 
-DATA = FactorsAsObservations()
+DATA = FactorGrid(SIZES, ("shape", "scale", "angle", "x", "y"))
 
 
 def identity(obs: np.ndarray) -> np.ndarray:
@@ -148,7 +132,7 @@ def test_dlib_protocol_known_answers():
     assert betavae_score(DATA, missing_last, protocol="dlib")["score"] >= 0.95
     assert mig(DATA, identity, protocol="dlib")["score"] >= 0.75
     # dlib's gradient boosted trees fit one tree per class per stage: a 3-factor grid keeps the test fast
-    gbt = dci(SmallGrid(), lambda obs: obs * 3.0, protocol="dlib", num_train=500, num_test=300)
+    gbt = dci(FactorGrid(SMALL_GRID), lambda obs: obs * 3.0, protocol="dlib", num_train=500, num_test=300)
     assert gbt["settings"]["predictor"] == "gbt"
     assert gbt["score"] >= 0.9 and gbt["completeness"] >= 0.9
 

@@ -8,22 +8,12 @@ from sklearn.metrics import mutual_info_score
 
 from factorvae.data import DataError, GroundTruthData
 from factorvae.metrics import estimate_total_correlation, total_correlation
+from helpers import FactorGrid
 
 
 def gaussian_tc(cov: np.ndarray) -> float:
     """TC of N(0, Σ) = 0.5 (Σ_j log Σ_jj − log det Σ)."""
     return 0.5 * (np.sum(np.log(np.diag(cov))) - np.linalg.slogdet(cov)[1])
-
-
-class FactorsAsObservations(GroundTruthData):
-    name = "toy"
-    factor_names = ("a", "b", "c")
-    factor_sizes = (3, 6, 10)
-    observation_shape = (3,)
-    num_examples = 180
-
-    def observations(self, factors: np.ndarray) -> np.ndarray:
-        return np.asarray(factors, dtype=np.float32)
 
 
 def test_correlated_gaussian_codes_match_the_closed_form():
@@ -59,7 +49,7 @@ def test_chunking_and_seed():
 def test_spiky_codes_on_data_give_the_plug_in_information():
     """Posteriors far narrower than the gaps between factor values: q(z) is a mixture of separated spikes,
     so TC is exactly the entropy (duplicated factor) or the plug-in mutual information of the N samples."""
-    data = FactorsAsObservations()
+    data = FactorGrid((3, 6, 10))
     n, logvar = 3000, np.log(1e-4)
     factors = None
 
@@ -94,7 +84,7 @@ def test_no_factors_and_bad_shapes_fail_clearly():
 def test_all_data_uses_the_whole_grid():
     """Over the whole factor grid the factors are exactly independent and uniform, so spiky codes give
     TC = H(v_0) = log 3 for a duplicated factor and exactly 0 for two different factors."""
-    data = FactorsAsObservations()
+    data = FactorGrid((3, 6, 10))
     logvar = np.log(1e-4)
 
     def encode(columns):
@@ -125,8 +115,7 @@ def test_joint_density_by_matrix_product_equals_the_direct_sum():
 
 
 def test_all_data_needs_a_finite_data_set():
-    class Endless(FactorsAsObservations):
-        num_examples = 0
-
+    endless = FactorGrid((3, 6, 10))
+    endless.num_examples = 0
     with pytest.raises(ValueError, match="all_data needs a finite data set"):
-        estimate_total_correlation(Endless(), lambda obs: (obs, obs), all_data=True)
+        estimate_total_correlation(endless, lambda obs: (obs, obs), all_data=True)

@@ -17,7 +17,6 @@ import pytest
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.svm import LinearSVC
 
-from factorvae.data import GroundTruthData
 from factorvae.metrics.sap import (
     CURVATURE,
     _OneFeatureProblems,
@@ -26,6 +25,7 @@ from factorvae.metrics.sap import (
     sap,
     score_matrix,
 )
+from helpers import FactorGrid
 
 # name: (classes, train samples, class probabilities or None for uniform, shift, scale, C)
 CASES = {
@@ -104,7 +104,7 @@ def test_unknown_solver_is_refused():
     with pytest.raises(ValueError, match="unknown solver 'dual'; choose one of: exact, liblinear"):
         score_matrix(x, y, x, y, 0.01, solver="dual")
     with pytest.raises(ValueError, match="unknown solver"):
-        sap(TinyGrid(), lambda obs: obs, solver="dual")
+        sap(TINY_GRID, lambda obs: obs, solver="dual")
 
 
 @pytest.mark.parametrize("solver", ["exact", "liblinear"])
@@ -117,23 +117,13 @@ def test_single_class_factor_is_always_predicted(solver):
     assert scores[0, 1] > 0.9  # the other factor is still fitted
 
 
-class TinyGrid(GroundTruthData):
-    """Observations are the factors; the first factor takes a single value."""
-
-    name = "tiny"
-    factor_names = ("constant", "a", "b")
-    factor_sizes = (1, 3, 4)
-    observation_shape = (3,)
-    num_examples = 12
-
-    def observations(self, factors: np.ndarray) -> np.ndarray:
-        return np.asarray(factors, dtype=np.float32)
+TINY_GRID = FactorGrid((1, 3, 4), ("constant", "a", "b"))  # the first factor takes a single value
 
 
 @pytest.mark.parametrize("solver", ["exact", "liblinear"])
 def test_sap_records_solver_and_scores_single_class_factor_zero(solver):
     overrides = {"num_train": 300, "num_test": 200} | ({} if solver == "exact" else {"solver": solver})
-    result = sap(TinyGrid(), lambda obs: obs, **overrides)
+    result = sap(TINY_GRID, lambda obs: obs, **overrides)
     assert result["settings"]["solver"] == solver
     assert np.allclose(np.array(result["score_matrix"])[:, 0], 1.0)
     assert result["per_factor"][0] == 0.0  # every dimension predicts it: no gap

@@ -25,14 +25,8 @@ TINY_EVAL = {"factorvae": {"num_train": 20, "num_eval": 20, "vote_size": 10, "nu
 PLAN = EvalPlan(("factorvae", "tc"), "paper", TINY_EVAL, 0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # in-process training here runs beside the sweep's 1-thread workers and other jobs; two OpenMP threads on
-    # a busy 2-core machine were measured 40x slower than one (threads spin waiting for a descheduled peer)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# in-process training beside other jobs: see conftest.one_thread
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _json(path):

@@ -15,6 +15,7 @@ from factorvae.checkpoint import load_checkpoint, save_checkpoint
 from factorvae.config import make_config
 from factorvae.train import RunError, prepare_run, resume, train
 from helpers import assert_state_equal as _assert_state_equal
+from helpers import poison_train_step
 
 
 def _log(run_dir, drop=("time", "steps_per_s")):
@@ -71,19 +72,7 @@ def test_bad_settings_leave_no_folder(tmp_path):
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, small, monkeypatch):
-    from factorvae.methods.factorvae import FactorVAE
-
-    real_step = FactorVAE.train_step
-    count = {"n": 0}
-
-    def poisoned(self, next_batch):
-        numbers = real_step(self, next_batch)
-        count["n"] += 1
-        if count["n"] == 6:
-            numbers["loss"] = torch.tensor(float("nan"))
-        return numbers
-
-    monkeypatch.setattr(FactorVAE, "train_step", poisoned)
+    poison_train_step(monkeypatch, at_call=6, value=float("nan"))
     with pytest.raises(RunError, match=r"non-finite loss \(nan\) at step 6.*step 4"):
         train(make_config(steps=10, **small), tmp_path / "r", progress=False)
     assert load_checkpoint(tmp_path / "r" / "checkpoint.pt")["step"] == 4
