@@ -52,16 +52,12 @@ def total_correlation(
     terms = np.empty(num_samples)  # log q(z_i) - Σ_j log q(z_ij) per sample
     chunk = max(1, max_elements // n)
     subset = marginal_components is not None and marginal_components < n
-    if subset:
-        picked = np.sort(metric_rng(seed, "tc/marginals").choice(n, size=marginal_components, replace=False))
-        joint, mu_m, logvar_m = _JointDensity(mu, logvar), mu[picked], logvar[picked]
+    picked = (np.sort(metric_rng(seed, "tc/marginals").choice(n, size=marginal_components, replace=False))
+              if subset else slice(None))
+    joint, mu_m, logvar_m = _JointDensity(mu, logvar), mu[picked], logvar[picked]
 
-        def chunk_terms(zc: np.ndarray) -> np.ndarray:
-            return joint.log_q(zc) - _sum_log_marginals(zc, mu_m, logvar_m)
-    else:
-
-        def chunk_terms(zc: np.ndarray) -> np.ndarray:
-            return _tc_terms(zc, mu, logvar)
+    def chunk_terms(zc: np.ndarray) -> np.ndarray:
+        return joint.log_q(zc) - _sum_log_marginals(zc, mu_m, logvar_m)
 
     starts = range(0, num_samples, chunk)
     # numpy's elementwise loops and BLAS release the GIL, so chunks on threads use every core; each chunk
@@ -110,21 +106,6 @@ def _sum_log_marginals(z: np.ndarray, mu: np.ndarray, logvar: np.ndarray) -> np.
         log_p -= 0.5 * (LOG_2PI + logvar[:, j])
         total += _logsumexp_rows(log_p) - np.log(len(mu))
     return total
-
-
-def _tc_terms(z: np.ndarray, mu: np.ndarray, logvar: np.ndarray) -> np.ndarray:
-    """log q(z_i) − Σ_j log q(z_ij) for a chunk of samples z (c, D) against all N components: (c,)."""
-    n = len(mu)
-    log_joint = np.zeros((len(z), n))  # (c, N) Σ_j log N(z_ij; μ_nj, σ²_nj), built one dimension at a time
-    sum_log_marginals = np.zeros(len(z))
-    # one dimension at a time keeps every block 2-D and contiguous: 4-6x faster than one (c, N, D) block
-    for j in range(mu.shape[1]):
-        log_p = (z[:, j, None] - mu[None, :, j]) ** 2  # (c, N)
-        log_p *= -0.5 * np.exp(-logvar[:, j])
-        log_p -= 0.5 * (LOG_2PI + logvar[:, j])
-        log_joint += log_p
-        sum_log_marginals += _logsumexp_rows(log_p) - np.log(n)
-    return _logsumexp_rows(log_joint) - np.log(n) - sum_log_marginals
 
 
 def _logsumexp_rows(x: np.ndarray) -> np.ndarray:
