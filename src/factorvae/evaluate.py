@@ -20,9 +20,9 @@ import torch
 from .checkpoint import atomic_write_text
 from .data import DataError, GroundTruthData
 from .losses import reparameterize, tc_from_logits
+from .methods import inference_encode
 from .metrics import METRICS, check_settings, estimate_total_correlation, evaluate_metrics
 from .metrics.protocol import metric_rng, resolve_settings
-from .nets import Encoder, InferenceEncoder
 
 ALL_METRICS = (*METRICS, "tc")
 TC_SAMPLES = 10_000  # data points in the mixture and Monte-Carlo samples of the true-TC estimate
@@ -54,11 +54,10 @@ def check_eval_settings(protocol: str, settings: Mapping[str, Mapping[str, Any]]
 def _encode_fn(method, device: torch.device):
     """numpy observations -> (mu, logvar) numpy, in inference mode on the method's device.
 
-    A VAE's encoder runs through :class:`InferenceEncoder` (about 2.5× eager speed on CPU), built here so
-    that periodic evaluation during training sees the current weights.
+    Built per evaluation (``inference_encode``), so periodic evaluation during training sees the current
+    weights.
     """
-    encoder = getattr(method, "encoder", None)
-    forward = InferenceEncoder(encoder) if isinstance(encoder, Encoder) else method.encode
+    forward = inference_encode(method)
 
     def encode(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         with torch.inference_mode():
@@ -72,7 +71,7 @@ def discriminator_tc(method, data: GroundTruthData, device: torch.device, n: int
     """The discriminator's TC estimate, mean(logit_0 − logit_1), over n codes z ~ q(z|x)."""
     rng = metric_rng(seed, "tc/discriminator")
     gen = torch.Generator(device=device).manual_seed(seed)
-    encode = InferenceEncoder(method.encoder)
+    encode = inference_encode(method)
     total = 0.0
     with torch.inference_mode():
         for start in range(0, n, 2048):
