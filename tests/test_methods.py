@@ -124,3 +124,28 @@ def test_method_state_roundtrip_keeps_paper_optimizer_settings():
     n_linear = sum(isinstance(x, torch.nn.Linear) for x in m.discriminator.modules())
     assert n_linear == 7 and m.discriminator.net[0].out_features == 1000
     assert copy.deepcopy(m.discriminator.state_dict()).keys() == m.discriminator.state_dict().keys()
+
+
+def test_glorot_init_gives_tensorflow_bounds_and_zero_biases():
+    torch.manual_seed(0)
+    m = build_method(make_config(model="factorvae", init="glorot"), 1, torch.Generator(), torch.device("cpu"))
+    layers = [x for mod in m.modules.values() for x in mod.modules()
+              if isinstance(x, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    assert len(layers) == 6 + 6 + 7  # encoder 4 conv + 2 FC; decoder 2 FC + 4 deconv; D 6 hidden + 1 output
+    for layer in layers:
+        fan_in, fan_out = torch.nn.init._calculate_fan_in_and_fan_out(layer.weight)
+        bound = (6 / (fan_in + fan_out)) ** 0.5  # Glorot-uniform: U(-bound, bound)
+        w = layer.weight.detach().abs()
+        assert w.max() <= bound and w.max() > 0.8 * bound
+        assert torch.count_nonzero(layer.bias) == 0
+    # torch's default (init="pytorch") draws non-zero biases and narrower weights: the two really differ
+    torch.manual_seed(0)
+    default = build_method(make_config(model="factorvae"), 1, torch.Generator(), torch.device("cpu"))
+    assert torch.count_nonzero(default.encoder.convs[0].bias) > 0
+
+
+def test_unknown_init_is_a_one_line_error():
+    from factorvae.config import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown init 'he'; choose one of: pytorch, glorot"):
+        make_config(init="he")

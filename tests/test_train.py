@@ -119,3 +119,16 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes(tmp_path):
     resume(out, steps=step + 2, progress=False)
     assert load_checkpoint(out / "checkpoint.pt")["step"] == step + 2
     assert _log(out)[-1]["step"] == step + 2
+
+
+def test_noise_stream_is_not_the_initialisation_stream(tmp_path, small):
+    from factorvae.train import Run, noise_seed
+
+    # on CPU a generator seeded like the global RNG would replay the numbers that drew the initial weights
+    assert noise_seed(0) != 0 and noise_seed(0) != noise_seed(1) and noise_seed(3) == noise_seed(3)
+    run = Run(make_config(steps=1, seed=0, **small), tmp_path / "r")
+    torch.manual_seed(0)
+    init_draws = torch.randn(1000)
+    noise_draws = torch.randn(1000, generator=run.generator)
+    assert not torch.equal(init_draws, noise_draws)
+    assert torch.equal(noise_draws, torch.randn(1000, generator=torch.Generator().manual_seed(noise_seed(0))))

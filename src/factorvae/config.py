@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 MODELS = ("vae", "betavae", "factorvae", "infowgan-gp")
+INITS = ("pytorch", "glorot")  # torch's layer defaults; Glorot-uniform weights and zero biases (TF, dlib)
 METRIC_NAMES = ("factorvae", "betavae", "mig", "dci", "sap", "tc")
 
 
@@ -45,6 +46,7 @@ class Config:
     d_hidden: int = 1000  # discriminator width
     d_layers: int = 6  # discriminator hidden layers
     d_slope: float = 0.2  # leaky ReLU slope [likely]
+    init: str = "pytorch"  # weight initialisation: "pytorch" (torch's layer defaults) or "glorot" [open]
     # InfoWGAN-GP (paper §4.3; [open] except the idea, see docs/infowgan.md)
     noise_dim: int = 64  # size of the incompressible noise z fed to G beside the codes c
     n_critic: int = 5  # critic steps per generator step (WGAN-GP's usual value)
@@ -117,6 +119,8 @@ def validate(c: Config) -> None:
     bad = [m for m in c.eval_metrics if m not in METRIC_NAMES]
     if bad:
         raise ConfigError(f"unknown eval metric(s) {bad}; choose from: {', '.join(METRIC_NAMES)}")
+    if c.init not in INITS:
+        raise ConfigError(f"unknown init '{c.init}'; choose one of: {', '.join(INITS)}")
     if c.eval_protocol not in ("paper", "dlib"):
         raise ConfigError(f"unknown eval protocol '{c.eval_protocol}'; use paper or dlib")
 

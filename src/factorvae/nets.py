@@ -193,6 +193,19 @@ class Discriminator(nn.Module):
         return h.t()  # (B, 2)
 
 
+def glorot_init(module: nn.Module) -> None:
+    """Glorot-uniform weights and zero biases for every conv and linear layer of ``module``, in place.
+
+    TensorFlow's layers (so the paper's code and disentanglement_lib) start this way; torch's own layer
+    defaults (Kaiming-uniform with a = √5) give smaller weights. ``Config.init`` picks one (docs/config.md).
+    """
+    for layer in module.modules():
+        if isinstance(layer, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.xavier_uniform_(layer.weight)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+
+
 class Generator(nn.Module):
     """InfoWGAN-GP generator G(c, z) (paper §4; paper-notes §7): (c (B, D), z (B, N)) -> images in [0, 1].
 

@@ -46,6 +46,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def noise_seed(seed: int) -> int:
+    """The seed of a run's noise generator: derived from the run's seed, distinct from it."""
+    return int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
+
+
 def is_run_dir(path: Path) -> bool:
     return (path / "config.json").is_file()
 
@@ -64,7 +69,9 @@ class Run:
         self.render = renderer(self.device) if renderer is not None and self.device.type == "cuda" else None
         self.defer_checks = self.device.type == "cuda"  # non-finite loss checks only at steps that write
         torch.manual_seed(config.seed)  # network initialisation
-        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        # reparameterisation noise and permute_dims: a stream of its own, since on CPU a generator seeded
+        # like the global one would replay the very numbers that drew the initial weights
+        self.generator = torch.Generator(device=self.device).manual_seed(noise_seed(config.seed))
         self.rng = np.random.default_rng(config.seed)  # the data sampler
         self.method = build_method(config, self.data.observation_shape[0], self.generator, self.device)
         self.step = 0

@@ -2,13 +2,17 @@
 reader for the original ``dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz``.
 
 The renderer draws each of the 3 × 6 × 40 = 720 (shape, scale, orientation) sprites once, on a 32×32
-canvas with 4×4 supersampling thresholded at half coverage (dSprites is binary), then pastes sprites into
-64×64 frames by integer translation. The 32 positions per axis are the 32 pixel offsets that keep a
-32×32 sprite window inside the frame, so a shape never leaves it. A batch costs one gather and one
+canvas with 8×8 supersampling thresholded at 40 % coverage (dSprites is binary), then pastes sprites into
+64×64 frames by integer translation. The release's shape centres step 32/31 px per position index (15.5 →
+47.5 on each axis), so the 32 window offsets are those steps rounded to whole pixels (0, 1, …, 15, 17, …, 32);
+the 32×32 window always stays inside the frame, so a shape never leaves it. A batch costs one gather and one
 scatter, so rendering on demand is far faster than training needs and nothing big lives in memory.
 
-As in the original data, orientation is ``linspace(0, 2π, 40)`` with both ends included, so orientation
-0 and 39 give the same image, and the symmetric shapes (square, ellipse) repeat within the sweep.
+The shapes are calibrated on frames of the real release (``shared/reference/dsprites-release.gif``, see
+docs/data.md): at orientation 0 every scale of every shape matches the release's pixels with IoU ≥ 0.93
+(the square and the ellipse exactly), and orientation turns shapes counter-clockwise on screen as the
+release does. As in the original data, orientation is ``linspace(0, 2π, 40)`` with both ends included, so
+orientation 0 and 39 give the same image, and the symmetric shapes (square, ellipse) repeat within the sweep.
 """
 
 from __future__ import annotations
@@ -27,35 +31,58 @@ SHAPES = ("square", "ellipse", "heart")
 SCALES = np.linspace(0.5, 1.0, 6)
 ORIENTATIONS = np.linspace(0.0, 2 * np.pi, 40)  # both ends included, as in the original
 SPRITE = 32  # sprite canvas side in pixels
-RADIUS = 14.0  # pixels covered by a unit shape at scale 1; < SPRITE / 2 so rotations never clip
-SUPERSAMPLE = 4
+SUPERSAMPLE = 8
+# window offset (pixels) of each position index: the release's 32/31 px steps, rounded to whole pixels
+POSITION_OFFSETS = np.floor(np.arange(32) * 32 / 31 + 0.5).astype(np.int64)
+COVERAGE = 0.4  # a pixel is on when this share of its subsamples is inside: the release's ellipses exactly
+
+# Shape sizes in pixels at scale 1, y up from the sprite centre, fitted to the release's scale sweeps
+# (benchmarks/reference_match.py prints the match). The square's half side gives sides 10, 12, ..., 20 px.
+SQUARE_HALF = 9.7
+ELLIPSE_AXES = (12.7, 7.1)  # (horizontal, vertical) semi-axes: the release's ellipse lies flat at orientation 0
+# The heart: two discs (the lobes) and a point (the tip), each lobe joined to the tip by its convex hull.
+HEART_LOBE_RADIUS = 5.0
+HEART_LOBE_CENTRE = (4.7, 4.1)  # (±x, y) of the lobe centres
+HEART_TIP = 8.8  # the tip lies this far below the centre
+
+
+def _lobe_hull(x: np.ndarray, y: np.ndarray, cx: float) -> np.ndarray:
+    """Membership in the convex hull of one lobe disc and the heart's tip (the disc plus two tangents)."""
+    r, cy, tip = HEART_LOBE_RADIUS, HEART_LOBE_CENTRE[1], HEART_TIP
+    dx, dy = cx, cy + tip  # tip -> disc centre
+    d = np.hypot(dx, dy)
+    ax = (x * dx + (y + tip) * dy) / d  # distance along the tip -> centre axis
+    off = np.abs(-x * dy + (y + tip) * dx) / d  # distance from that axis
+    # inside the tangent cone, short of the chord through the two tangent points
+    cone = (off <= ax * r / np.sqrt(d * d - r * r)) & (ax >= 0) & (ax <= (d * d - r * r) / d)
+    return cone | ((x - cx) ** 2 + (y - cy) ** 2 <= r * r)
 
 
 def _inside(shape: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Membership of unit-shape coordinates (y up) in a shape whose extent is about [-1, 1]²."""
+    """Membership of points (pixels from the sprite centre, y up) in a shape at scale 1, orientation 0."""
     if shape == "square":
-        return (np.abs(x) <= 0.7) & (np.abs(y) <= 0.7)
+        return (np.abs(x) <= SQUARE_HALF) & (np.abs(y) <= SQUARE_HALF)
     if shape == "ellipse":
-        return (x / 1.0) ** 2 + (y / 0.5) ** 2 <= 1.0
-    # the classic heart curve spans x ∈ [-1.14, 1.14], y ∈ [-1, 1.25]; recentre it and shrink it to ~unit size
-    hx, hy = x * 1.3, y * 1.3 + 0.125
-    return (hx**2 + hy**2 - 1.0) ** 3 - hx**2 * hy**3 <= 0.0
+        return (x / ELLIPSE_AXES[0]) ** 2 + (y / ELLIPSE_AXES[1]) ** 2 <= 1.0
+    cx = HEART_LOBE_CENTRE[0]
+    return _lobe_hull(x, y, -cx) | _lobe_hull(x, y, cx)
 
 
 def render_sprites() -> np.ndarray:
     """All (shape, scale, orientation) sprites as uint8 {0, 255}: (3, 6, 40, 32, 32)."""
     sub = (np.arange(SPRITE * SUPERSAMPLE) + 0.5) / SUPERSAMPLE - SPRITE / 2  # pixel units, centred
     py, px = np.meshgrid(sub, sub, indexing="ij")
+    x, y = px, -py  # image rows grow downward; the shapes are defined with y up
     out = np.zeros((3, 6, 40, SPRITE, SPRITE), dtype=np.uint8)
     for s, shape in enumerate(SHAPES):
         for c, scale in enumerate(SCALES):
             for o, angle in enumerate(ORIENTATIONS):
-                # rotate the sampling grid by -angle so the shape turns by +angle; image rows grow downward
+                # the shape turns counter-clockwise by +angle: sample it at the points turned back by -angle
                 cos, sin = np.cos(angle), np.sin(angle)
-                u = (cos * px - sin * -py) / (RADIUS * scale)
-                v = (sin * px + cos * -py) / (RADIUS * scale)
+                u = (cos * x + sin * y) / scale
+                v = (-sin * x + cos * y) / scale
                 cover = _inside(shape, u, v).reshape(SPRITE, SUPERSAMPLE, SPRITE, SUPERSAMPLE).mean((1, 3))
-                out[s, c, o] = np.where(cover >= 0.5, 255, 0)
+                out[s, c, o] = np.where(cover >= COVERAGE, 255, 0)
     return out
 
 
@@ -77,8 +104,8 @@ class DSprites(GroundTruthData):
         f = index_to_factors(indices, self.factor_sizes)  # (n, 5)
         n = len(f)
         sprite_id = (f[:, 0] * 6 + f[:, 1]) * 40 + f[:, 2]
-        # window top-left = position index: posY picks the row, posX the column
-        top_left = f[:, 4] * 64 + f[:, 3]  # (n,)
+        # window top-left from the position indices: posY picks the row, posX the column
+        top_left = POSITION_OFFSETS[f[:, 4]] * 64 + POSITION_OFFSETS[f[:, 3]]  # (n,)
         canvas = np.zeros((n, 64 * 64), dtype=np.uint8)
         canvas[np.arange(n)[:, None], top_left[:, None] + self._offsets] = self.sprites[sprite_id]
         return canvas.reshape(n, 1, 64, 64)
@@ -100,6 +127,7 @@ class DeviceRenderer:
     def __init__(self, sprites: np.ndarray, offsets: np.ndarray, device: torch.device) -> None:
         self.bank = torch.from_numpy(sprites).to(device=device, dtype=torch.float32) / 255.0  # (720, 1024) {0, 1}
         self.offsets = torch.from_numpy(offsets).to(device)  # (1024,)
+        self.positions = torch.from_numpy(POSITION_OFFSETS).to(device)  # (32,)
         self.device = torch.device(device)
 
     def __call__(self, indices: torch.Tensor) -> torch.Tensor:
@@ -107,7 +135,7 @@ class DeviceRenderer:
         # flat index = sprite·(32·32) + posX·32 + posY: the three sprite factors come first (posY fastest)
         sprite_id = indices // (SPRITE * SPRITE)
         pos_x, pos_y = (indices // SPRITE) % SPRITE, indices % SPRITE
-        top_left = pos_y * 64 + pos_x  # (n,) window corner: posY picks the row, posX the column
+        top_left = self.positions[pos_y] * 64 + self.positions[pos_x]  # (n,) posY picks the row, posX the column
         canvas = torch.zeros(len(indices), 64 * 64, device=self.device)
         canvas.scatter_(1, top_left[:, None] + self.offsets, self.bank[sprite_id])
         return canvas.view(-1, 1, 64, 64)

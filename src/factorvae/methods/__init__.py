@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 
 from ..config import Config
-from ..nets import Encoder, InferenceEncoder
+from ..nets import Encoder, InferenceEncoder, glorot_init
 from .factorvae import FactorVAE
 from .infowgan_gp import InfoWGANGP
 from .vae import BetaVAE
@@ -21,8 +21,12 @@ METHODS = {"vae": BetaVAE, "betavae": BetaVAE, "factorvae": FactorVAE, "infowgan
 
 
 def build_method(config: Config, channels: int, generator: torch.Generator, device: torch.device):
-    """The method object named by ``config.model``."""
-    return METHODS[config.model](config, channels, generator, device)
+    """The method object named by ``config.model``, its networks initialised as ``config.init`` says."""
+    method = METHODS[config.model](config, channels, generator, device)
+    if config.init == "glorot":
+        for module in method.modules.values():
+            glorot_init(module)
+    return method
 
 
 def inference_encode(method) -> Callable[[torch.Tensor], tuple]:
