@@ -137,6 +137,28 @@ def test_dlib_protocol_known_answers():
     assert gbt["score"] >= 0.9 and gbt["completeness"] >= 0.9
 
 
+def test_higgins_dlib_classifier_is_one_vs_rest_liblinear_with_100_iterations():
+    from sklearn.linear_model import LogisticRegression
+
+    from factorvae.metrics.betavae_score import make_classifier, pair_features
+
+    higgins = betavae_score(DATA, missing_last, protocol="dlib", num_train=600, num_eval=300)
+    assert higgins["settings"]["classifier"] == "dlib" and higgins["score"] >= 0.95
+    assert betavae_score(DATA, identity, protocol="paper", **FAST["betavae"])["settings"]["classifier"] == "lbfgs"
+    # the old scikit-learn default dlib used: one binary liblinear fit per factor, prediction by the largest
+    # decision value; ours must predict exactly what K such fits predict
+    pool = CodePool(DATA, noise, seed=0)
+    x, y = pair_features(pool, np.random.default_rng(1), 400, 16)
+    ours = make_classifier("dlib").fit(x, y)
+    fits = [LogisticRegression(solver="liblinear", C=1.0, max_iter=100, random_state=0).fit(x, y == k)
+            for k in range(K)]
+    scores = np.stack([f.decision_function(x) for f in fits], axis=1)  # (n, K)
+    assert np.array_equal(ours.predict(x), scores.argmax(1))
+    assert all(e.max_iter == 100 and e.solver == "liblinear" for e in ours.estimators_)
+    with pytest.raises(ValueError, match="unknown classifier 'svm'; choose one of: lbfgs, dlib"):
+        betavae_score(DATA, identity, classifier="svm")
+
+
 def test_same_seed_same_numbers_and_seed_matters():
     a = evaluate_metrics(DATA, permuted, seed=3, settings=FAST)
     b = evaluate_metrics(DATA, permuted, seed=3, settings=FAST)
