@@ -33,7 +33,8 @@ def _fake_sweep(root, missing_seed_of=None):
                 _write(d / "status.json", {"step": 7, "state": "failed", "error": "non-finite loss at step 8"})
                 continue
             _write(d / "status.json", {"step": 20, "state": "finished", "error": None})
-            _write(d / "eval.json", {"factorvae": {"score": metric, "step": 20}, "tc": {"score": tc, "step": 20}})
+            _write(d / "eval.json", {"factorvae": {"score": metric, "step": 20}, "mig": {"score": metric / 2},
+                                     "tc": {"score": tc, "step": 20, "tc_discriminator": tc / 4}})
             (d / "log.jsonl").write_text("".join(json.dumps({"step": s, "recon": recon + (20 - s), "kl": 1.0}) + "\n"
                                                  for s in (10, 20)))
             curve = [{"step": s, "factorvae": {"score": metric * s / 20}, "tc_true": tc} for s in (10, 20)]
@@ -42,6 +43,14 @@ def _fake_sweep(root, missing_seed_of=None):
                                  "grids": [{"model": "betavae", "param": "beta", "values": [1.0, 4.0], "seeds": [0, 1],
                                             "steps": [20]}]})
     return root
+
+
+def test_summary_has_steps_seeds_mig_and_discriminator_tc(tmp_path):
+    summary = summarize(collect(_fake_sweep(tmp_path, missing_seed_of=("factorvae", 40.0))))
+    b4, f40 = summary[1], summary[2]
+    assert (b4["steps"], b4["seeds"]) == (20, 2) and (f40["steps"], f40["seeds"]) == (20, 1)  # a failed seed is out
+    assert b4["mig_mean"] == pytest.approx(0.375) and b4["mig_std"] == pytest.approx(math.sqrt(0.005) / 2)
+    assert b4["tc_discriminator_mean"] == pytest.approx(1.25 / 4) and f40["tc_discriminator_std"] is None
 
 
 def test_summary_means_and_sample_stds(tmp_path):
@@ -87,8 +96,9 @@ def test_report_files_and_self_contained_html(tmp_path):
     assert "http://" not in page and "https://" not in page and "<script" not in page
     assert "β=4" in page and "0.750 ± 0.071" in page and "non-finite loss" in page
     md = (root / "summary.md").read_text()
-    assert "| FactorVAE | γ=40 | 2/2 | 0.850 ± 0.071 | 45.0 ± 1.4 | 0.600 ± 0.141 |" in md
-    assert "| β-VAE | β=1 | 1/2 | 0.600 |" in md
+    row = "| FactorVAE | γ=40 | 20 | 2/2 | 0.850 ± 0.071 | 45.0 ± 1.4 | 0.600 ± 0.141 | 0.425 ± 0.035 | 0.150 ± 0.035 |"
+    assert row in md
+    assert "| β-VAE | β=1 | 20 | 1/2 | 0.600 |" in md
     csv_lines = (root / "summary.csv").read_text().splitlines()
     assert csv_lines[0].startswith("model,param,value,runs,scored,metric_mean") and len(csv_lines) == 4
     assert write_sweep_report(root) == root / "report.html"

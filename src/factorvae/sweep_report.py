@@ -63,7 +63,8 @@ def collect(sweep_dir: str | Path, metric: str = "factorvae") -> list[dict[str, 
             "state": status.get("state", "not started"), "step": status.get("step"),
             "error": status.get("error") or (r.get("result") or {}).get("error"),
             "metric": (scores.get(metric) or {}).get("score"), "tc": (scores.get("tc") or {}).get("score"),
-            "recon": _last_recon(run_dir),
+            "recon": _last_recon(run_dir), "mig": (scores.get("mig") or {}).get("score"),
+            "tc_discriminator": (scores.get("tc") or {}).get("tc_discriminator"),
         })
     return rows
 
@@ -76,9 +77,11 @@ def _stats(values: Sequence[float | None]) -> tuple[float | None, float | None]:
 
 
 def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (model, value): number of scored seeds and mean ± std of the metric, recon and true TC.
+    """Per (model, value): number of scored seeds and mean ± std of the metric, recon, true TC, MIG and the
+    discriminator's TC estimate, with the training steps of those runs and their number of seeds.
 
     Only finished runs count: a run still training has a reconstruction error but not yet its final one.
+    ``steps`` is the smallest step among the finished runs (they agree unless a sweep was extended part-way).
     """
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -88,8 +91,10 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         done = [m for m in members if m["state"] == "finished"]
         row = {"model": model, "param": param or "", "value": value, "runs": len(members),
                "scored": sum(m["metric"] is not None for m in done)}
-        for key in ("metric", "recon", "tc"):
-            row[f"{key}_mean"], row[f"{key}_std"] = _stats([m[key] for m in done])
+        for key in ("metric", "recon", "tc", "mig", "tc_discriminator"):
+            row[f"{key}_mean"], row[f"{key}_std"] = _stats([m.get(key) for m in done])
+        row["steps"] = min((m["step"] for m in done if m.get("step") is not None), default=None)
+        row["seeds"] = len({m["seed"] for m in done})
         out.append(row)
     return out
 
@@ -105,12 +110,15 @@ def _setting(row: dict[str, Any]) -> str:
 
 
 def markdown_table(summary: Sequence[dict[str, Any]], metric: str) -> str:
-    head = f"| model | setting | seeds scored | {metric} metric | reconstruction error (nats) | true TC (nats) |"
-    lines = [head, "|---|---|---|---|---|---|"]
+    head = (f"| model | setting | steps | seeds scored | {metric} metric | reconstruction error (nats) | "
+            "true TC (nats) | MIG | discriminator TC (nats) |")
+    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
     for s in summary:
-        lines.append(f"| {LABELS.get(s['model'], s['model'])} | {_setting(s)} | {s['scored']}/{s['runs']} | "
+        steps = f"{s['steps']:,}" if s.get("steps") is not None else "–"
+        lines.append(f"| {LABELS.get(s['model'], s['model'])} | {_setting(s)} | {steps} | {s['scored']}/{s['runs']} | "
                      f"{_pm(s['metric_mean'], s['metric_std'], 3)} | {_pm(s['recon_mean'], s['recon_std'], 1)} | "
-                     f"{_pm(s['tc_mean'], s['tc_std'], 3)} |")
+                     f"{_pm(s['tc_mean'], s['tc_std'], 3)} | {_pm(s.get('mig_mean'), s.get('mig_std'), 3)} | "
+                     f"{_pm(s.get('tc_discriminator_mean'), s.get('tc_discriminator_std'), 3)} |")
     return "\n".join(lines) + "\n"
 
 
