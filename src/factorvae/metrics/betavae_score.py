@@ -32,7 +32,7 @@ from sklearn.multiclass import OneVsRestClassifier
 from threadpoolctl import threadpool_limits
 
 from ..data import GroundTruthData
-from .pool import CodePool, Represent
+from .pool import CodePool, Represent, factor_names
 from .protocol import make_result, metric_rng, resolve_settings
 
 NAME = "betavae"
@@ -80,7 +80,7 @@ def betavae_score(
     num_factors = len(data.factor_sizes)
     return make_result(
         NAME, eval_accuracy, protocol, {**s, **pool.describe()}, seed,
-        train_accuracy=train_accuracy, eval_accuracy=eval_accuracy, factor_names=list(data.factor_names),
+        train_accuracy=train_accuracy, eval_accuracy=eval_accuracy, factor_names=factor_names(data),
         # rows: true fixed factor, columns: predicted factor
         eval_confusion=confusion_matrix(y_eval, prediction, labels=np.arange(num_factors)),
         images_encoded=pool.images_encoded - encoded_before,

@@ -28,7 +28,7 @@ import numpy as np
 from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
 
 from ..data import GroundTruthData
-from .pool import CodePool, Represent
+from .pool import CodePool, Represent, factor_names
 from .protocol import make_result, resolve_settings
 
 NAME = "dci"
@@ -64,7 +64,7 @@ def dci(
         NAME, disentanglement(importance), protocol, {**s, **pool.describe()}, seed,
         disentanglement=disentanglement(importance), completeness=completeness(importance),
         informativeness=float(np.mean(test_acc)), informativeness_train=float(np.mean(train_acc)),
-        per_factor_test_accuracy=test_acc, importance=importance, factor_names=list(data.factor_names),
+        per_factor_test_accuracy=test_acc, importance=importance, factor_names=factor_names(data),
         images_encoded=pool.images_encoded - encoded_before,
     )
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..data import GroundTruthData
-from .pool import CodePool, Represent
+from .pool import CodePool, Represent, factor_names
 from .protocol import make_result, metric_rng, resolve_settings
 
 NAME = "factorvae"
@@ -56,7 +56,7 @@ def factorvae_score(
     _, codes = pool.random_sample(s["num_variance"], "train")
     global_std = codes.astype(np.float64).std(axis=0, ddof=1)  # (D,)
     active = np.flatnonzero(global_std >= s["prune_std"])
-    common = {"factor_names": list(data.factor_names), "global_std": global_std, "active_dims": active,
+    common = {"factor_names": factor_names(data), "global_std": global_std, "active_dims": active,
               "num_active_dims": len(active)}
     if len(active) == 0:
         return make_result(NAME, 0.0, protocol, settings, seed, train_accuracy=0.0, eval_accuracy=0.0,

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..data import GroundTruthData
-from .pool import CodePool, Represent
+from .pool import CodePool, Represent, factor_names
 from .protocol import make_result, resolve_settings
 
 NAME = "mig"
@@ -56,7 +56,7 @@ def mig(
         NAME, float(np.mean(per_factor[defined])) if defined.any() else 0.0, protocol,
         {**s, **pool.describe()}, seed,
         per_factor=[None if np.isnan(v) else float(v) for v in per_factor],
-        mutual_info=mi, factor_entropy=entropy, factor_names=list(data.factor_names),
+        mutual_info=mi, factor_entropy=entropy, factor_names=factor_names(data),
         images_encoded=pool.images_encoded - encoded_before,
     )
 

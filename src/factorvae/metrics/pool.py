@@ -31,9 +31,28 @@ Represent = Callable[[np.ndarray], np.ndarray]  # observations (n, ...) float32 
 SAMPLE_CHUNK = 1000  # rows drawn per rng call in the random streams; fixed so prefixes are stable
 
 
+def has_factors(data: GroundTruthData) -> bool:
+    """Whether ``data`` has ground-truth factors, read from ``factor_sizes`` alone, so that any object with
+    disentanglement_lib's members (``factor_sizes``, ``factor_names``, ``sample_factors(n, rng)``,
+    ``observations(factors)``) can be scored, not only our own data classes."""
+    return len(getattr(data, "factor_sizes", None) or ()) > 0
+
+
+def factor_names(data: GroundTruthData) -> list[str]:
+    """The data set's factor names, or factor0, factor1, ... where it has none."""
+    names = getattr(data, "factor_names", None)
+    return list(names) if names else [f"factor{k}" for k in range(len(data.factor_sizes))]
+
+
+def num_examples(data: GroundTruthData) -> int:
+    """Size of the full factor grid: ``num_examples`` where the object has it, else the product of the sizes."""
+    n = getattr(data, "num_examples", None)
+    return int(n) if n is not None else int(np.prod(data.factor_sizes))
+
+
 def require_factors(data: GroundTruthData) -> None:
     """Raise :class:`DataError` for data sets without ground-truth factors (CelebA, 3D Chairs, 3D Faces)."""
-    if not getattr(data, "has_factors", False):
+    if not has_factors(data):
         raise DataError(
             f"data set '{getattr(data, 'name', '?')}' has no ground-truth factors; the disentanglement "
             "metrics need a data set with factors (dsprites, shapes3d)"
@@ -88,7 +107,7 @@ class CodePool:
     def table(self) -> np.ndarray:
         """Codes of every example in index order, encoded once: (num_examples, D)."""
         if self._table is None:
-            index = np.arange(self.data.num_examples, dtype=np.int64)
+            index = np.arange(num_examples(self.data), dtype=np.int64)
             sizes = self.data.factor_sizes
             self._table = self._encode_batches(
                 index, lambda rows: self.data.observations(index_to_factors(rows, sizes)), "encode all"

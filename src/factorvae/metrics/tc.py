@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..data import GroundTruthData, index_to_factors
-from .pool import require_factors
+from .pool import num_examples, require_factors
 from .protocol import metric_rng
 
 ESTIMATOR = "exact-mixture Monte Carlo: log q(z) = logsumexp over all N components of q(z|x_n) - log N"
@@ -130,15 +130,16 @@ def estimate_total_correlation(
     ``batch_size`` (which changes speed, not the estimate).
 
     ``all_data``: q(z) is the mixture over every example of the (finite) data set, the paper's "true" TC:
-    each of the ``num_samples`` codes is scored against all ``data.num_examples`` components for log q(z)
+    each of the ``num_samples`` codes is scored against all ``num_examples(data)`` components for log q(z)
     and against ``num_data`` random ones for each marginal (see :func:`total_correlation`). This removes
     the upward bias that a sampled mixture has when posteriors are narrow (docs/metrics.md).
     """
     require_factors(data)
     if all_data:
-        if data.num_examples <= 0:
-            raise ValueError(f"tc: all_data needs a finite data set; '{data.name}' does not list its examples")
-        factors = index_to_factors(np.arange(data.num_examples, dtype=np.int64), data.factor_sizes)
+        if num_examples(data) <= 0:
+            name = getattr(data, "name", "?")
+            raise ValueError(f"tc: all_data needs a finite data set; '{name}' does not list its examples")
+        factors = index_to_factors(np.arange(num_examples(data), dtype=np.int64), data.factor_sizes)
     else:
         factors = data.sample_factors(num_data, metric_rng(seed, "tc/data"))
     mus, logvars = [], []
