@@ -82,6 +82,12 @@ class GroundTruthData:
                 "need dsprites or shapes3d"
             )
 
+    def torch_dataset(self):
+        """This data set as a ``torch.utils.data.Dataset`` of (image (C, H, W) float32, factors (K,) int64)."""
+        from .dataset import FactorDataset  # torch only when asked for: the data layer itself is numpy
+
+        return FactorDataset(self)
+
     def describe(self) -> dict:
         return {
             "name": self.name,
