@@ -4,14 +4,17 @@ original ``3dshapes.h5``.
 Factors, in storage order (orientation fastest): floor hue 10, wall hue 10, object hue 10 (hues 0.0..0.9),
 scale 8, shape 4 (cube, cylinder, sphere, capsule), orientation 15 (−30°..30°): 480,000 images.
 
-The renderer ray-casts a small room (a floor, a back wall, one object standing in the middle, one point light
-with hard shadows) seen by a camera that orbits the room by the orientation angle. Turning the camera rather
-than the object is what makes orientation visible for every shape, the round ones included: the floor/wall
-edge tilts, and the light and the shadow move across the object. Colour enters only at the end, so the
-geometry is cast once for the 8 × 4 × 15 = 480 (scale, shape, orientation) combinations, with 2×2
-supersampling, as four weight maps per combination: floor, wall and object (coverage × shading) and a white
-specular highlight. An image is then a weighted sum of four colours, which is one gather and a few
-vectorised operations per batch. The weights keep the hue exact because RGB is linear in the HSV value.
+The renderer ray-casts the release's scene, calibrated on its published frames (docs/data.md): a square
+room of three walls (left, back, right) on a floor, open to a light-blue sky above the walls, one object
+standing in the middle. The camera looks horizontally at the object from a fixed distance and orbits it by
+the orientation angle, so the room corner slides sideways; the lights turn with the camera, as the
+release's shading and shadow stay put in its frames. Shading is soft (a headlight, a key light from above
+left with an area-light soft shadow, no specular term) and clipped at full value, like the release's
+over-exposed floor. Colour enters only at the end, so the geometry is cast once for the 8 × 4 × 15 = 480
+(scale, shape, orientation) combinations, with 2×2 supersampling, as four weight maps per combination:
+floor, wall, object (coverage × shading) and sky (coverage). An image is then a weighted sum of four
+colours, one gather and a few vectorised operations per batch; the weights keep the hue exact because RGB
+is linear in the HSV value.
 """
 
 from __future__ import annotations
@@ -34,17 +37,35 @@ SHAPES = ("cube", "cylinder", "sphere", "capsule")
 HUES = np.linspace(0.0, 0.9, 10)  # linspace(0, 1, 10, endpoint=False): the release's label values
 SCALES = np.linspace(0.75, 1.25, 8)  # [open]: the release's labels; its README says "[0, 1]"
 ORIENTATIONS = np.linspace(-30.0, 30.0, 15)  # degrees
-SATURATION = 0.8  # [open]: saturated but not neon colours, close to the release's look
+SATURATION = 1.0  # the release's regions are fully saturated (HSV saturation 1 in its frames)
+SKY_RGB = np.array([154, 226, 249]) / 255  # the release's sky, the same in every frame
 SIZE = 64
 SUPERSAMPLE = 2  # 2×2 rays per pixel: smooth edges, and small scale steps still change pixel values
 
-# The scene, in world units; y is up, the object stands on the floor at the origin.
-WALL_Z = -2.0  # back wall plane z = WALL_Z
-CAMERA_DISTANCE, CAMERA_HEIGHT, LOOK_AT_HEIGHT = 4.0, 1.6, 0.55
-FIELD_OF_VIEW = np.radians(40.0)  # vertical = horizontal (square image)
-LIGHT = np.array([-2.0, 4.5, 3.0])  # a point light above, left and in front: shadows fall back-right
-AMBIENT, DIFFUSE, SPECULAR, SHININESS = 0.3, 0.7, 0.45, 40.0
-REGIONS = ("floor", "wall", "object", "highlight")
+# The scene in world units (the camera's distance from the object is 1); y is up, the object stands on the
+# floor at the origin. Fitted to the wall edges and corner positions of the release's 15 orientation
+# frames (residual 0.13 px) and to the objects' bottom edge.
+CAMERA_DISTANCE, CAMERA_HEIGHT = 1.0, 0.29
+FIELD_OF_VIEW = np.radians(48.4)  # vertical = horizontal (square image)
+BACK_WALL_Z, SIDE_WALL_X, WALL_HEIGHT = -1.4, 1.37, 0.79
+# The lights, in the frame of the camera at orientation 0 (camera on +z looking at −z), turned with it.
+KEY_LIGHT = np.array([-0.4, 2.6, -0.65])  # above, a little left and behind: the shadow falls right and forward
+KEY_RADIUS = 0.2  # an area light: the shadow's edge is soft
+# (ambient, headlight, key light) per material, matched to the release's values (HSV V): a back wall facing
+# the camera about 0.95 and a side wall about 0.7, both lit by the headlight only (the release's left and
+# right walls are equally dark, so the key is a spot that reaches the floor and the object, not the walls);
+# the floor over-exposed to 1 outside a shadow of about 0.35; the object flatter than the room, 0.95 where it
+# faces the camera and about 0.7 at its outline, a little brighter on the key light's side.
+ROOM_LIGHT, OBJECT_LIGHT = (0.06, 0.9, 0.8), (0.5, 0.45, 0.25)
+REGIONS = ("floor", "wall", "object", "sky")
+
+# Object proportions at scale 1 (world units), measured on the release's frames at scale index 0 and on
+# its capsule at every scale: cube half side, cylinder radius and half height, sphere radius, capsule
+# radius and half length of its straight part.
+CUBE_HALF = 0.134
+CYLINDER_RADIUS, CYLINDER_HALF = 0.14, 0.142
+SPHERE_RADIUS = 0.163
+CAPSULE_RADIUS, CAPSULE_HALF = 0.125, 0.125
 
 
 def _normalise(v: np.ndarray) -> np.ndarray:
@@ -56,15 +77,23 @@ def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", a, b)
 
 
-def camera_rays(azimuth_deg: float) -> tuple[np.ndarray, np.ndarray]:
-    """Origin (3,) and unit directions (S*S, 3) of the supersampled camera rays, rows top to bottom."""
+def _turn(v: np.ndarray, azimuth_deg: float) -> np.ndarray:
+    """Rotate points (..., 3) about the vertical axis: (0, 0, 1) goes to (sin a, 0, cos a)."""
     a = np.radians(azimuth_deg)
-    origin = np.array([CAMERA_DISTANCE * np.sin(a), CAMERA_HEIGHT, CAMERA_DISTANCE * np.cos(a)])
-    forward = np.array([0.0, LOOK_AT_HEIGHT, 0.0]) - origin
-    forward /= np.linalg.norm(forward)
-    right = np.cross(forward, [0.0, 1.0, 0.0])
-    right /= np.linalg.norm(right)
-    up = np.cross(right, forward)
+    x, y, z = v[..., 0], v[..., 1], v[..., 2]
+    return np.stack([x * np.cos(a) + z * np.sin(a), y, z * np.cos(a) - x * np.sin(a)], -1)
+
+
+def camera_rays(azimuth_deg: float) -> tuple[np.ndarray, np.ndarray]:
+    """Origin (3,) and unit directions (S*S, 3) of the supersampled camera rays, rows top to bottom.
+
+    The camera looks horizontally (the release's vertical edges stay vertical and its horizon is at the
+    image centre) at the object's axis from the orbit angle ``azimuth_deg``.
+    """
+    origin = _turn(np.array([0.0, CAMERA_HEIGHT, CAMERA_DISTANCE]), azimuth_deg)
+    forward = _turn(np.array([0.0, 0.0, -1.0]), azimuth_deg)
+    right = _turn(np.array([1.0, 0.0, 0.0]), azimuth_deg)
+    up = np.array([0.0, 1.0, 0.0])
     n = SIZE * SUPERSAMPLE
     s = (np.arange(n) + 0.5) / n * 2 - 1  # sample centres in (-1, 1)
     v, u = np.meshgrid(-s, s, indexing="ij")  # v: +1 at the top row
@@ -74,7 +103,7 @@ def camera_rays(azimuth_deg: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 # Each intersector takes ray origins o (n, 3) and unit directions d (n, 3) in the unit object's frame (the
-# object scaled to 1, standing on y = 0) and returns the nearest hit distance t (n,) (inf: a miss) and the
+# object at scale 1, standing on y = 0) and returns the nearest hit distance t (n,) (inf: a miss) and the
 # normals (n, 3). All four shapes are convex: facing away from the light is all the self-shadowing there is.
 EPS = 1e-6
 
@@ -133,15 +162,17 @@ def _nearest(*hits: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarr
 
 
 def hit_object(shape: str, o: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest hit of rays with a unit-scale shape: about 1 unit tall and wide, standing on the floor."""
+    """Nearest hit of rays with a shape at scale 1, standing upright on the floor at the origin."""
     if shape == "cube":
-        return _hit_box(o, d, np.array([-0.45, 0.0, -0.45]), np.array([0.45, 0.9, 0.45]))
+        return _hit_box(o, d, np.array([-CUBE_HALF, 0.0, -CUBE_HALF]), np.array([CUBE_HALF, 2 * CUBE_HALF, CUBE_HALF]))
     if shape == "cylinder":
-        return _nearest(_hit_side(o, d, 0.45, 0.0, 1.0), _hit_cap(o, d, 0.45, 1.0, 1.0))
+        r, top = CYLINDER_RADIUS, 2 * CYLINDER_HALF
+        return _nearest(_hit_side(o, d, r, 0.0, top), _hit_cap(o, d, r, top, 1.0))
     if shape == "sphere":
-        return _hit_sphere(o, d, np.array([0.0, 0.5, 0.0]), 0.5)
+        return _hit_sphere(o, d, np.array([0.0, SPHERE_RADIUS, 0.0]), SPHERE_RADIUS)
     if shape == "capsule":  # an upright pill: a cylinder between two hemispheres
-        r, lo, hi = 0.35, 0.35, 0.85
+        r, lo = CAPSULE_RADIUS, CAPSULE_RADIUS
+        hi = lo + 2 * CAPSULE_HALF
         return _nearest(
             _hit_side(o, d, r, lo, hi),
             _hit_sphere(o, d, np.array([0.0, lo, 0.0]), r),
@@ -150,85 +181,110 @@ def hit_object(shape: str, o: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np
     raise ValueError(f"unknown shape {shape!r}")
 
 
-# Every unit shape lies inside this sphere; rays that miss it skip the exact test (most of the image).
-BOUND_CENTRE, BOUND_RADIUS = np.array([0.0, 0.5, 0.0]), 0.8
+# Each shape at scale 1 lies inside a sphere centred on its axis, (centre height, radius); rays that miss it
+# skip the exact test (most of the image).
+BOUNDS = {
+    "cube": (CUBE_HALF, np.sqrt(3) * CUBE_HALF),
+    "cylinder": (CYLINDER_HALF, np.hypot(CYLINDER_RADIUS, CYLINDER_HALF)),
+    "sphere": (SPHERE_RADIUS, SPHERE_RADIUS),
+    "capsule": (CAPSULE_RADIUS + CAPSULE_HALF, CAPSULE_RADIUS + CAPSULE_HALF),
+}
 
 
 class _RaysToBound:
-    """Rays o + t·d against the bounding sphere scaled by s: the dot products that do not depend on s are
-    computed once per camera orientation, so testing all 32 (shape, scale) pairs is a few multiplications."""
+    """Rays o + t·d against a shape's bounding sphere scaled by s: the dot products that depend on neither
+    the shape nor s are computed once per camera orientation, so testing all 32 (shape, scale) pairs is a
+    few multiplications."""
 
     def __init__(self, o: np.ndarray, d: np.ndarray) -> None:
         o = np.broadcast_to(o, d.shape)
-        self.od, self.cd = _dot(o, d), d @ BOUND_CENTRE
-        self.oo, self.oc = _dot(o, o), o @ BOUND_CENTRE
+        self.od, self.oo = _dot(o, d), _dot(o, o)
+        self.dy, self.oy = d[:, 1].copy(), o[:, 1].copy()  # the centres lie on the y axis
 
-    def near(self, scale: float) -> np.ndarray:
+    def near(self, shape: str, scale: float) -> np.ndarray:
         """Indices of the rays that pass through the sphere of centre s·c and radius s·R."""
-        b = self.od - scale * self.cd
-        oc2 = self.oo - 2 * scale * self.oc + scale**2 * (BOUND_CENTRE @ BOUND_CENTRE)
-        return np.flatnonzero(b * b - oc2 + (BOUND_RADIUS * scale) ** 2 > 0)
+        cy, radius = BOUNDS[shape]
+        cy, radius = cy * scale, radius * scale
+        b = self.od - cy * self.dy
+        oc2 = self.oo - 2 * cy * self.oy + cy**2
+        return np.flatnonzero(b * b - oc2 + radius**2 > 0)
 
 
-def _light(point: np.ndarray, normal: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Unit directions to the light (n, 3), its distances (n,) and the diffuse intensity (n,).
+def _lighting(
+    point: np.ndarray, normal: np.ndarray, d: np.ndarray, key: np.ndarray, light: tuple[float, float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(ambient + headlight) (n,) and the unshadowed key light (n,) at surface points seen along d."""
+    ambient, head, key_strength = light
+    base = ambient + head * np.maximum(-_dot(normal, d), 0.0)
+    return base, key_strength * np.maximum(_dot(normal, _normalise(key - point)), 0.0)
 
-    A gentle fall-off with distance gives the floor and wall the depth gradient of a lit room; it is
-    normalised to 1 at distance 5, about the light's distance from the object.
+
+def _background(origin: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Region (0 floor, 1 wall, 3 sky), hit distance and normal of every ray in the empty room.
+
+    The camera is inside the convex room, so a ray leaves it through the nearest plane in front of it:
+    the floor y = 0, a wall (x = ±SIDE_WALL_X, z = BACK_WALL_Z), or over a wall's top into the sky.
     """
-    to_light = LIGHT - point
-    dist = np.sqrt(_dot(to_light, to_light))
-    to_light /= dist[:, None]
-    falloff = (1.0 + 0.012 * 25.0) / (1.0 + 0.012 * dist**2)
-    return to_light, dist, DIFFUSE * np.maximum(_dot(normal, to_light), 0.0) * falloff
+    with np.errstate(divide="ignore"):
+        planes = np.stack([
+            np.where(d[:, 1] < 0, -origin[1] / d[:, 1], np.inf),
+            np.where(d[:, 0] < 0, (-SIDE_WALL_X - origin[0]) / d[:, 0], np.inf),
+            np.where(d[:, 0] > 0, (SIDE_WALL_X - origin[0]) / d[:, 0], np.inf),
+            np.where(d[:, 2] < 0, (BACK_WALL_Z - origin[2]) / d[:, 2], np.inf),
+        ])
+    which = planes.argmin(0)
+    t = planes.min(0)
+    normals = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    region = np.where(which == 0, 0, 1)
+    region[(which > 0) & (origin[1] + t * d[:, 1] > WALL_HEIGHT)] = 3
+    return region, np.where(region == 3, 1.0, t), normals[which]
 
 
 class _View:
-    """What one camera orientation sees without the object: rays, floor/wall hits and their lighting."""
+    """What one camera orientation sees without the object: rays, floor/wall/sky hits and their lighting."""
 
     def __init__(self, azimuth_deg: float) -> None:
         self.origin, self.dirs = camera_rays(azimuth_deg)
-        d = self.dirs
-        # every ray of this camera goes down to the floor y = 0 or back to the wall z = WALL_Z
-        t_floor = np.where(d[:, 1] < 0, -self.origin[1] / np.minimum(d[:, 1], -1e-12), np.inf)
-        t_wall = np.where(d[:, 2] < 0, (WALL_Z - self.origin[2]) / np.minimum(d[:, 2], -1e-12), np.inf)
-        self.region = np.where(t_floor <= t_wall, 0, 1)  # 0 floor, 1 wall
-        self.t = np.minimum(t_floor, t_wall)
-        self.point = self.origin + self.t[:, None] * d
-        normal = np.where(self.region[:, None] == 0, [0.0, 1.0, 0.0], [0.0, 0.0, 1.0])
-        self.shadow_origin = self.point + 1e-4 * normal  # off the surface, so it cannot shadow itself
-        self.to_light, self.light_dist, self.diffuse = _light(self.point, normal)
-        self.camera_bound = _RaysToBound(self.origin, d)
-        self.shadow_bound = _RaysToBound(self.shadow_origin, self.to_light)
+        self.region, t, normal = _background(self.origin, self.dirs)
+        point = self.origin + t[:, None] * self.dirs
+        self.key = _turn(KEY_LIGHT, azimuth_deg)  # the lights turn with the camera
+        self.base, self.key_light = _lighting(point, normal, self.dirs, self.key, ROOM_LIGHT)
+        self.key_light[self.region != 0] = 0.0  # the key is a spot on the floor and the object
+        # shadows fall only where the key light reaches, the floor; the area light is a centre and a ring of
+        # points, and the share of them in sight makes the shadow's edge soft
+        self.floor = np.flatnonzero(self.region == 0)
+        self.shadow_origin = point[self.floor] + 1e-4 * normal[self.floor]  # off the floor: no self-shadow
+        ring = [(KEY_RADIUS * np.cos(q), 0.0, KEY_RADIUS * np.sin(q)) for q in np.arange(6) * np.pi / 3]
+        self.shadow = []
+        for offset in [(0.0, 0.0, 0.0), *ring]:
+            to_light = self.key + np.array(offset) - self.shadow_origin
+            dist = np.sqrt(_dot(to_light, to_light))
+            to_light /= dist[:, None]
+            self.shadow.append((to_light, dist, _RaysToBound(self.shadow_origin, to_light)))
+        self.camera_bound = _RaysToBound(self.origin, self.dirs)
 
 
 def render_geometry(view: _View, shape: str, scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """Weights (4, H, W) of floor, wall, object and highlight colour, and the region labels (H, W) uint8.
+    """Weights (4, H, W) of floor, wall, object and sky colour, and the region labels (H, W) uint8.
 
-    Labels: 0 floor, 1 wall, 2 object (the majority of the pixel's supersamples).
+    Labels: 0 floor, 1 wall, 2 object, 3 sky (the majority of the pixel's supersamples).
     """
-    n = len(view.dirs)
-    region, diffuse = view.region.copy(), view.diffuse.copy()
-    # hard shadows: the object blocks the path from a floor or wall point to the light
-    near = view.shadow_bound.near(scale)
-    t_block, _ = hit_object(shape, view.shadow_origin[near] / scale, view.to_light[near])
-    diffuse[near[t_block * scale < view.light_dist[near]]] = 0.0
-    # the object in front of the background
-    near = view.camera_bound.near(scale)
+    region, lit = view.region.copy(), np.ones(len(view.dirs))
+    for to_light, dist, bound in view.shadow:  # soft shadow: the share of the light's points in sight
+        near = bound.near(shape, scale)
+        t_block, _ = hit_object(shape, view.shadow_origin[near] / scale, to_light[near])
+        lit[view.floor[near[t_block * scale < dist[near]]]] -= 1.0 / len(view.shadow)
+    shade = view.base + view.key_light * lit
+    near = view.camera_bound.near(shape, scale)  # the object in front of the background
     t_obj, normal = hit_object(shape, np.broadcast_to(view.origin / scale, (len(near), 3)), view.dirs[near])
     seen = np.isfinite(t_obj)
-    idx, normal, d = near[seen], normal[seen], view.dirs[near[seen]]
-    to_light, _, diffuse[idx] = _light(view.origin + (t_obj[seen] * scale)[:, None] * d, normal)
-    region[idx] = 2
-    half = _normalise(to_light - d)  # Blinn-Phong: the half vector between the light and the eye
-    spec = np.zeros(n)
-    spec[idx] = SPECULAR * np.maximum(_dot(normal, half), 0.0) ** SHININESS
-    shade = (AMBIENT + diffuse) * (1.0 - spec)
-    weights = np.zeros((4, n))
-    for r in range(3):
-        weights[r] = np.where(region == r, shade, 0.0)
-    weights[3] = spec
-    cover = np.stack([region == r for r in range(3)]).astype(float)
+    idx, d = near[seen], view.dirs[near[seen]]
+    point = view.origin + (t_obj[seen] * scale)[:, None] * d
+    base, key = _lighting(point, normal[seen], d, view.key, OBJECT_LIGHT)
+    shade[idx], region[idx] = base + key, 2
+    shade = np.where(region == 3, 1.0, np.minimum(shade, 1.0))  # clipped like the release's floor
+    cover = np.stack([region == r for r in range(4)]).astype(float)
+    weights = cover * shade
     return _pixels(weights).astype(np.float32), _pixels(cover).argmax(0).astype(np.uint8)
 
 
@@ -276,8 +332,9 @@ class Shapes3D(GroundTruthData):
         n = len(f)
         geo = (f[:, 3] * 4 + f[:, 4]) * 15 + f[:, 5]
         w = self.weights[geo]  # (n, 4, H*W)
-        colours = np.ones((n, 4, 3), dtype=np.float32)  # region -> RGB; the highlight stays white
+        colours = np.empty((n, 4, 3), dtype=np.float32)  # region -> RGB; the sky is the same everywhere
         colours[:, :3] = self.palette[f[:, :3]]
+        colours[:, 3] = SKY_RGB
         # an explicit sum over the four regions, not a BLAS matmul, so the bytes never depend on the BLAS
         out = w[:, 0, None] * colours[:, 0, :, None]  # (n, 3, H*W)
         for r in range(1, 4):
