@@ -4,17 +4,14 @@ original ``3dshapes.h5``.
 Factors, in storage order (orientation fastest): floor hue 10, wall hue 10, object hue 10 (hues 0.0..0.9),
 scale 8, shape 4 (cube, cylinder, sphere, capsule), orientation 15 (−30°..30°): 480,000 images.
 
-The renderer ray-casts the release's scene, calibrated on its published frames (docs/data.md): a square
-room of three walls (left, back, right) on a floor, open to a light-blue sky above the walls, one object
-standing in the middle. The camera looks horizontally at the object from a fixed distance and orbits it by
-the orientation angle, so the room corner slides sideways; the lights turn with the camera, as the
-release's shading and shadow stay put in its frames. Shading is soft (a headlight, a key light from above
-left with an area-light soft shadow, no specular term) and clipped at full value, like the release's
-over-exposed floor. Colour enters only at the end, so the geometry is cast once for the 8 × 4 × 15 = 480
-(scale, shape, orientation) combinations, with 2×2 supersampling, as four weight maps per combination:
-floor, wall, object (coverage × shading) and sky (coverage). An image is then a weighted sum of four
-colours, one gather and a few vectorised operations per batch; the weights keep the hue exact because RGB
-is linear in the HSV value.
+The renderer ray-casts the release's scene, calibrated on its published frames (docs/data.md): a room of
+three walls on a floor under a light-blue sky, one object in the middle. The camera looks horizontally at
+the object and orbits it by the orientation angle, so the room corner slides sideways; the lights turn with
+it. Shading is soft (headlight, key light with an area-light shadow, no specular term) and clipped at full
+value. Colour enters only at the end: the 8 × 4 × 15 = 480 (scale, shape, orientation) geometries are cast
+once, 2×2 supersampled, as four weight maps each (floor, wall, object: coverage × shading; sky: coverage),
+and an image is a weighted sum of four colours, one gather per batch. The hue stays exact because RGB is
+linear in the HSV value.
 """
 
 from __future__ import annotations
@@ -51,11 +48,10 @@ BACK_WALL_Z, SIDE_WALL_X, WALL_HEIGHT = -1.4, 1.37, 0.79
 # The lights, in the frame of the camera at orientation 0 (camera on +z looking at −z), turned with it.
 KEY_LIGHT = np.array([-0.4, 2.6, -0.65])  # above, a little left and behind: the shadow falls right and forward
 KEY_RADIUS = 0.2  # an area light: the shadow's edge is soft
-# (ambient, headlight, key light) per material, matched to the release's values (HSV V): a back wall facing
-# the camera about 0.95 and a side wall about 0.7, both lit by the headlight only (the release's left and
-# right walls are equally dark, so the key is a spot that reaches the floor and the object, not the walls);
-# the floor over-exposed to 1 outside a shadow of about 0.35; the object flatter than the room, 0.95 where it
-# faces the camera and about 0.7 at its outline, a little brighter on the key light's side.
+# (ambient, headlight, key light) per material, matched to the release's HSV values: back wall facing the
+# camera about 0.95, side walls about 0.7 (lit by the headlight only: the key is a spot on the floor and the
+# object), floor over-exposed to 1 outside a shadow of about 0.3, object 0.95 facing the camera, 0.7 at its
+# outline.
 ROOM_LIGHT, OBJECT_LIGHT = (0.06, 0.9, 0.8), (0.5, 0.45, 0.25)
 REGIONS = ("floor", "wall", "object", "sky")
 
