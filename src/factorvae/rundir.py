@@ -1,0 +1,67 @@
+"""A run directory's bookkeeping around training (train.py): status.json, the logs cut back on resume,
+the settings checked before step 1 and the one-line message a failed run ends with (docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .checkpoint import atomic_write_text, is_disk_full, mount_point, read_jsonl_lines
+from .config import Config, ConfigError
+
+# settings that change how a run executes, not the weights it computes: a resume may change them
+RESUME_SETTINGS = ("steps", "eval_every", "eval_metrics", "eval_protocol", "threads", "device", "log_every",
+                   "checkpoint_every")
+# the files only the directory's writer writes: their leftover temp files are removed when it starts
+WRITER_FILES = ("checkpoint.pt", "config.json", "status.json", "log.jsonl", "metrics.jsonl")
+
+
+def write_status(out_dir: Path, step: int, state: str, error: str | None = None) -> None:
+    """status.json: {"step", "state" (running | finished | interrupted | failed), "error"}."""
+    text = json.dumps({"step": step, "state": state, "error": error}) + "\n"
+    try:
+        atomic_write_text(out_dir / "status.json", text)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        # no room for a temporary copy: rewrite in place (truncating first frees the old file's block)
+        with open(out_dir / "status.json", "w") as f:
+            f.write(text)
+
+
+def kept_log(path: Path, last_step: int) -> str | None:
+    """The log without the lines written after the checkpoint we resume from, partial lines and a torn last
+    line, so that it matches a straight run; None when there is no log. ValueError for a damaged one."""
+    if not path.exists():
+        return None
+    try:
+        lines = read_jsonl_lines(path)
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    return "".join(line + "\n" for line, r in lines if r["step"] <= last_step and not r.get("partial"))
+
+
+def check_run_settings(config: Config, has_factors: bool) -> None:
+    """Settings that would fail only later, at the first evaluation: refused before step 1."""
+    if config.eval_every and not has_factors:
+        raise ConfigError(f"eval_every: data set '{config.dataset}' has no ground-truth factors, so there is "
+                          "nothing to score during training; use --eval-every 0 (a resume may change it)")
+
+
+def failure_message(exc: Exception, out_dir: Path, step: int, last_good: int | None) -> str:
+    """The one line a failed run ends with: what happened, what is kept, how to continue."""
+    kept = "none written yet" if last_good is None else f"step {last_good}"
+    if is_disk_full(exc):
+        where = Path(exc.filename) if getattr(exc, "filename", None) else out_dir
+        intact = (f"the checkpoint of step {last_good} is intact" if last_good is not None
+                  else "no checkpoint was written yet")
+        return (f"no space left on {mount_point(where)} writing {where}; {intact}; free some space and continue "
+                f"with `factorvae train --resume {out_dir}`")
+    return f"{one_line(exc)} at step {step}; training stopped, last checkpoint kept ({kept})"
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message``: torch's and h5py's errors can run over many lines."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
