@@ -26,8 +26,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import atomic_write_text
+from .checkpoint import append_jsonl, atomic_write_text, read_jsonl_lines
 from .config import Config, ConfigError, make_config
+from .rundir import one_line, write_status
+from .rundir_lock import DirLock, LockHeld
 from .train import RunError, is_run_dir
 
 SWEEP_FILE = "sweep.json"
@@ -118,13 +120,12 @@ def _append_metrics(run_dir: Path, step: int, results: dict[str, Any]) -> None:
     record = {"step": step, **results}
     if "tc" in results:
         record["tc_true"] = results["tc"]["score"]
-    with open(run_dir / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
+    append_jsonl(run_dir / "metrics.jsonl", record)
 
 
 def _curve_steps(run_dir: Path) -> set[int]:
     path = run_dir / "metrics.jsonl"
-    return {json.loads(x)["step"] for x in path.read_text().splitlines() if x.strip()} if path.exists() else set()
+    return {r["step"] for _, r in read_jsonl_lines(path)} if path.exists() else set()
 
 
 def _same_settings(wanted: Config, saved: Config, run_dir: Path) -> None:
@@ -139,8 +140,7 @@ def execute_run(overrides: Mapping[str, Any], plan: EvalPlan, run_dir: Path, thr
     """Train (or resume) one run to its steps, scoring every ``plan.every`` steps, then write eval.json."""
     import torch
 
-    from .evaluate import write_eval
-    from .train import fit, prepare_run
+    from .train import prepare_run
 
     if threads:
         torch.set_num_threads(threads)
@@ -150,6 +150,28 @@ def execute_run(overrides: Mapping[str, Any], plan: EvalPlan, run_dir: Path, thr
         run = prepare_run(None, run_dir, resume=True, steps=config.steps)
     else:
         run = prepare_run(config, run_dir)
+    try:  # the run directory stays locked until its eval.json is written
+        _train_and_score(run, plan)
+    except BaseException as exc:
+        _settle_status(run, exc)
+        raise
+    finally:
+        run.close()
+
+
+def _settle_status(run, exc: BaseException) -> None:
+    """A stop or failure outside fit() (while scoring between segments) still ends status.json's "running"."""
+    if (_read_json(run.out_dir / "status.json") or {}).get("state") == "running":
+        stopped = isinstance(exc, KeyboardInterrupt)
+        write_status(run.out_dir, run.last_good or 0, "interrupted" if stopped else "failed",
+                     None if stopped else one_line(exc))
+
+
+def _train_and_score(run, plan: EvalPlan) -> None:
+    from .evaluate import write_eval
+    from .train import fit
+
+    run_dir = run.out_dir
     full, every = run.config, plan.every if plan.metrics else 0  # nothing to score: train straight through
     if every and 0 < run.step < full.steps and run.step % every == 0 and run.step not in _curve_steps(run_dir):
         _append_metrics(run_dir, run.step, _score(run.method, run.data, run.device, plan))  # stopped while scoring
@@ -160,8 +182,7 @@ def execute_run(overrides: Mapping[str, Any], plan: EvalPlan, run_dir: Path, thr
         run.config = make_config(full, steps=target)
         fit(run, progress=False)
         if target < full.steps:  # fit() wrote "finished" for the segment; the run itself is not
-            atomic_write_text(run_dir / "status.json", json.dumps({"step": run.step, "state": "running",
-                                                                   "error": None}) + "\n")
+            write_status(run_dir, run.step, "running")
             _append_metrics(run_dir, run.step, _score(run.method, run.data, run.device, plan))
     run.config = full
     if plan.metrics and not _evaluated(run_dir, plan, run.step):
@@ -173,12 +194,14 @@ def execute_run(overrides: Mapping[str, Any], plan: EvalPlan, run_dir: Path, thr
 
 def _worker_main(argv: list[str]) -> int:
     """Subprocess entry point: ``python -m factorvae.sweep JOB_JSON RUN_DIR`` (threads set through env)."""
+    from .orphans import die_with_parent
     from .train import RunInterrupted
 
     # a background driver's children start with SIGINT ignored; make both signals stop the run cleanly
     # (inside fit() train.py checkpoints first; elsewhere, e.g. while scoring, the last checkpoint stands)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    die_with_parent(signal.SIGTERM)  # a killed driver must not leave this run training unseen
     job = json.loads(argv[0])
     try:
         execute_run(job["overrides"], EvalPlan(**job["plan"]), Path(argv[1]), job.get("threads"))
@@ -272,7 +295,6 @@ def run_sweep(
 ) -> dict[str, Any]:
     """Train and score every run of ``specs`` under ``out``; returns the summary also kept in sweep.json."""
     from .evaluate import check_metric_names
-    from .sweep_backends import Progress, SigtermStops, available_cores, execute_local, execute_ray, plan_workers
 
     plan = plan or EvalPlan()
     if plan.metrics:
@@ -281,8 +303,24 @@ def run_sweep(
         raise ConfigError(f"bad evaluation plan {plan}: protocol paper or dlib, eval_every >= 0")
     if backend not in ("local", "ray"):
         raise ConfigError(f"unknown backend '{backend}'; use local or ray")
+    twice = sorted({s.name for s in specs if sum(t.name == s.name for t in specs) > 1})
+    if twice:  # two workers would write one run directory
+        raise ConfigError(f"the grid lists {', '.join(twice)} more than once (a repeated value?); give each once")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a sweep folder")
     out.mkdir(parents=True, exist_ok=True)
+    try:  # one driver per sweep folder: a second one would start a second writer of every run
+        with DirLock(out, "sweep folder"):
+            return _run_locked(specs, out, backend, workers, threads, address, plan, retry_failed, stream)
+    except LockHeld as exc:
+        raise RunError(str(exc)) from None
+
+
+def _run_locked(specs: Sequence[RunSpec], out: Path, backend: str, workers: int | None, threads: int | None,
+                address: str | None, plan: EvalPlan, retry_failed: bool, stream) -> dict[str, Any]:
+    from .sweep_backends import Progress, SigtermStops, available_cores, execute_local, execute_ray, plan_workers
+
     doc = _manifest(out, specs, plan, backend)
     atomic_write_text(out / SWEEP_FILE, json.dumps(doc, indent=1) + "\n")
     progress = Progress(len(specs), stream)

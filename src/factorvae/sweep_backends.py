@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError
+from .rundir_lock import DirLock, LockHeld
 from .sweep import INTERRUPTED, EvalPlan, RunSpec, execute_run, outcome
 
 Record = Callable[[RunSpec, dict, float], None]  # (run, its outcome, seconds): the driver's bookkeeping
@@ -58,8 +59,11 @@ class Progress:
 
     def line(self, text: str) -> None:
         with self.lock:
-            print(f"[{time.strftime('%H:%M:%S')} +{_dur(time.monotonic() - self.started)}] {text}",
-                  file=self.stream, flush=True)
+            try:
+                print(f"[{time.strftime('%H:%M:%S')} +{_dur(time.monotonic() - self.started)}] {text}",
+                      file=self.stream, flush=True)
+            except (OSError, ValueError):  # the terminal went away (SIGHUP): stopping the runs matters more
+                pass
 
     def finish(self, name: str, seconds: float, result: dict) -> None:
         with self.lock:
@@ -106,7 +110,8 @@ class _Local:
                 f.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} start, {self.threads} thread(s)\n")
                 f.flush()
                 # a session of its own: a terminal's Ctrl-C reaches only the driver, which forwards one SIGINT
-                # so every run checkpoints once instead of aborting on a second signal
+                # so every run checkpoints once instead of aborting on a second signal. The worker asks for
+                # SIGTERM when this thread ends (orphans.py); the thread lives until the worker exits (wait below)
                 proc = subprocess.Popen([sys.executable, "-m", "factorvae.sweep", job, str(run_dir)], stdout=f,
                                         stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
             self.children.add(proc)
@@ -190,6 +195,40 @@ def _store_files(run_dir: Path, files: Mapping[str, bytes]) -> None:
         atomic_write_bytes(run_dir / fname, files[fname])
 
 
+LOOPBACK = "127.0.0.1"
+_RAY_CLUSTER_FLAG = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # Ray's own switch: may this node join a cluster?
+
+
+def init_local_ray(ray, cpus: int) -> None:
+    """Start a local Ray instance whose servers (GCS, raylet, workers, agents) listen on 127.0.0.1 only.
+
+    Ray binds to the node's address, and on Linux it replaces a loopback address by the machine's
+    network one, because such a node may join a cluster; with its cluster switch off it keeps 127.0.0.1.
+    The switch is read from the environment by every process Ray starts, and once, at import, by this
+    one (hence the module constant too). Checked after the start: anything else is refused.
+    """
+    before = os.environ.get(_RAY_CLUSTER_FLAG)
+    os.environ[_RAY_CLUSTER_FLAG] = "0"
+    constants = sys.modules.get("ray._private.ray_constants")
+    saved = getattr(constants, "ENABLE_RAY_CLUSTER", None)
+    if constants is not None:
+        constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, _node_ip_address=LOOPBACK)
+    finally:
+        if before is None:
+            os.environ.pop(_RAY_CLUSTER_FLAG, None)
+        else:
+            os.environ[_RAY_CLUSTER_FLAG] = before
+        if constants is not None:
+            constants.ENABLE_RAY_CLUSTER = saved
+    addresses = {node.get("NodeManagerAddress") for node in ray.nodes()}
+    if addresses != {LOOPBACK}:
+        ray.shutdown()
+        raise ConfigError(f"the local Ray instance came up on {sorted(map(str, addresses))}, not {LOOPBACK} only; "
+                          "refusing to run it open to the network (use --backend local)")
+
+
 def execute_ray(todo: list[RunSpec], out: Path, plan: EvalPlan, workers: int, threads: int, address: str | None,
                 progress: Progress, record: Record) -> None:
     try:
@@ -198,23 +237,29 @@ def execute_ray(todo: list[RunSpec], out: Path, plan: EvalPlan, workers: int, th
         raise ConfigError("the ray backend needs Ray: pip install 'factorvae[ray]'") from exc
     owned = not ray.is_initialized()
     if owned:
-        if address:
+        if address:  # the user's explicit choice, with what it exposes: docs/sweeps.md
             ray.init(address=address, log_to_driver=False)
         else:
-            ray.init(num_cpus=workers * threads, include_dashboard=False, log_to_driver=False)
+            init_local_ray(ray, workers * threads)
     cpus = ray.cluster_resources().get("CPU", 1)
     progress.line(f"ray: {cpus:g} CPUs, {threads} per run")
     task = ray.remote(num_cpus=threads)(_ray_task)
     # a few more tasks than can run at once are in flight: enough to keep every node busy, while the run
     # folders sent with them (≈ 60 MB each when resuming) stay bounded in Ray's object store
     limit, queue, pending = max(2, 2 * int(cpus // threads)), list(todo), {}
+    locks: dict[str, DirLock] = {}  # the driver writes each run directory: it holds its lock while a task runs
 
     def submit() -> None:
         while queue and len(pending) < limit:
             spec = queue.pop(0)
             run_dir = out / spec.name
-            files = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file() and not p.name.startswith(".")
-                     } if run_dir.is_dir() else {}
+            run_dir.mkdir(exist_ok=True)
+            try:
+                locks[spec.name] = DirLock(run_dir)
+            except LockHeld as exc:
+                record(spec, outcome(run_dir, str(exc)), 0.0)
+                continue
+            files = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file() and not p.name.startswith(".")}
             pending[task.remote(spec.overrides, asdict(plan), spec.name, files, threads)] = (spec, time.monotonic())
             progress.line(f"submit {spec.name}")
 
@@ -231,11 +276,14 @@ def execute_ray(todo: list[RunSpec], out: Path, plan: EvalPlan, workers: int, th
                 result["node"] = back["node"]
             except Exception as exc:  # noqa: BLE001 - a lost node or worker fails this run only
                 result = outcome(run_dir, f"{type(exc).__name__}: {exc}")
+            locks.pop(spec.name).release()
             record(spec, result, time.monotonic() - started)
             submit()
     finally:
         for ref in pending:
             ray.cancel(ref)
+        for lock in locks.values():
+            lock.release()
         if owned:
             ray.shutdown()
 
@@ -250,13 +298,16 @@ def plan_workers(backend: str, n: int, workers: int | None, threads: int | None,
 
 
 class SigtermStops:
-    """SIGTERM (e.g. `kill` of a nohup'd sweep) stops runs as cleanly as Ctrl-C does."""
+    """SIGTERM (e.g. `kill` of a nohup'd sweep) and SIGHUP (its terminal closed) stop runs as cleanly as
+    Ctrl-C does: every worker checkpoints, then the driver exits."""
+
+    SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
 
     def __enter__(self) -> None:
-        self.old = None
+        self.old = {}
         if threading.current_thread() is threading.main_thread():
-            self.old = signal.signal(signal.SIGTERM, signal.default_int_handler)
+            self.old = {sig: signal.signal(sig, signal.default_int_handler) for sig in self.SIGNALS}
 
     def __exit__(self, *exc: object) -> None:
-        if self.old is not None:
-            signal.signal(signal.SIGTERM, self.old)
+        for sig, old in self.old.items():
+            signal.signal(sig, old)
