@@ -7,6 +7,7 @@ Every user error (bad setting, missing file, unusable run directory) ends in one
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -47,27 +48,45 @@ _TRAIN_FLAGS = ("model", "dataset", "data_path", "beta", "gamma", "steps", "batc
                 "eval_every")
 
 
-def cmd_train(args) -> int:
-    from .train import fit, prepare_run
-
+def _train_overrides(args) -> dict:
     overrides = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k) is not None}
-    overrides.update(parse_set(args.set))
+    sets = parse_set(args.set)
+    twice = sorted(set(overrides) & set(sets))
+    if twice:  # which one should win is a guess: refuse it
+        k = twice[0]
+        raise ConfigError(f"{k} is given twice, as --{k.replace('_', '-')} {overrides[k]} and --set {k}={sets[k]}; "
+                          "give it once")
+    return {**overrides, **sets}
+
+
+def cmd_train(args) -> int:
+    from .train import RESUME_SETTINGS, fit, prepare_run
+
+    overrides = _train_overrides(args)
     if args.resume:
-        extra = sorted(set(overrides) - {"steps"})
+        extra = sorted(set(overrides) - set(RESUME_SETTINGS))
         if extra or args.out:
             given = ", ".join(extra + (["out"] if args.out else []))
             raise ConfigError(f"--resume reads every setting from {args.resume}/config.json; only --steps may "
-                              f"change, but {given} was given")
-        run = prepare_run(None, args.resume, resume=True, steps=overrides.get("steps"))
+                              f"change (and how it runs: {', '.join(RESUME_SETTINGS[1:])}), but {given} was given")
+        run = prepare_run(None, args.resume, resume=True, settings=overrides)
     else:
         config = make_config(**overrides)
         out = args.out or f"runs/{config.model}-{config.dataset}-s{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         run = prepare_run(config, out)
-    print(f"training {run.config.model} on {run.config.dataset} from step {run.step} to {run.config.steps} "
-          f"into {run.out_dir}", file=sys.stderr)
-    out = fit(run, progress=not args.quiet)
+    try:
+        print(f"training {run.config.model} on {run.config.dataset} from step {run.step} to {run.config.steps} "
+              f"into {run.out_dir}", file=sys.stderr)
+        out = fit(run, progress=not args.quiet)
+    finally:
+        run.close()
     print(f"finished: {out}", file=sys.stderr)
     return 0
+
+
+def _add_data_path(p) -> None:
+    p.add_argument("--data-path", help="read the run's data set from here instead of the path it was trained on "
+                   "(the data moved); same data set, same image shape")
 
 
 def _add_evaluate(sub) -> None:
@@ -81,6 +100,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--exhaustive", action="store_true",
                    help="encode the whole data set once and draw every vote from those codes")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    _add_data_path(p)
     p.add_argument("--set", dest="metric_set", action="append", default=[], metavar="METRIC.KEY=VALUE",
                    help="override one metric setting, e.g. dci.forest_trees=10 or tc.num_data=2000 (repeatable)")
 
@@ -92,7 +112,7 @@ def cmd_evaluate(args) -> int:
     settings = _metric_settings(args.metric_set, "--set", args.protocol)
     device = str(resolve_device(args.device))
     results = evaluate_run(args.run_dir, args.metrics.split(","), args.protocol, args.seed, args.exhaustive, device,
-                           settings=settings)
+                           settings=settings, data_path=args.data_path)
     print_table(results)
     print(f"wrote {Path(args.run_dir) / 'eval.json'}", file=sys.stderr)
     return 0
@@ -126,9 +146,17 @@ def cmd_data(args) -> int:
             print(f"{key}: {value}")
     else:
         out = Path(args.out or f"{args.name}-preview.png")
+        _check_out_file(out, "--out")
         save_png(preview_grid(load(args.name, args.data_path), seed=args.seed), out, zoom=args.zoom)
         print(f"wrote {out}", file=sys.stderr)
     return 0
+
+
+def _check_out_file(out: Path, flag: str) -> None:
+    if out.is_dir():
+        raise ConfigError(f"{flag} {out} is a folder; give the name of the file to write")
+    if not out.parent.is_dir():
+        raise ConfigError(f"{flag} {out}: folder {out.parent} does not exist")
 
 
 def _add_visuals(sub) -> None:
@@ -140,17 +168,19 @@ def _add_visuals(sub) -> None:
     p.add_argument("--mode", choices=("prior", "posterior"), default="prior",
                    help="sweep around 0 (prior) or around the seed image's code (posterior)")
     p.add_argument("--seed", type=int, default=0, help="picks the seed images (default 0)")
+    _add_data_path(p)
     r = sub.add_parser("report", help="one self-contained HTML report of a run (or of a sweep folder)")
     r.add_argument("path", help="a run directory, or a sweep folder made by `factorvae sweep`")
+    _add_data_path(r)
 
 
 def cmd_traverse(args) -> int:
     from .traverse import write_visuals
 
-    if args.seeds < 1 or args.steps < 2 or args.limit <= 0:
-        raise ConfigError("--seeds must be >= 1, --steps >= 2 and --limit > 0")
+    if args.seeds < 1 or args.steps < 2 or not (math.isfinite(args.limit) and args.limit > 0) or args.seed < 0:
+        raise ConfigError("--seeds must be >= 1, --steps >= 2, --limit a finite number > 0 and --seed >= 0")
     paths = write_visuals(args.run_dir, seed=args.seed, n_seeds=args.seeds, n_steps=args.steps, limit=args.limit,
-                          mode=args.mode)
+                          mode=args.mode, data_path=args.data_path)
     for path in paths:
         print(path)
     return 0
@@ -161,6 +191,8 @@ def cmd_report(args) -> int:
     if (path / "sweep.json").is_file():
         from .sweep_report import write_sweep_report
 
+        if args.data_path:
+            raise ConfigError("--data-path applies to a run directory; a sweep report reads no data")
         out = write_sweep_report(path)
     else:
         from .report import write_report
@@ -168,7 +200,7 @@ def cmd_report(args) -> int:
 
         if not is_run_dir(path):
             raise RunError(f"{path} is neither a run directory (config.json) nor a sweep folder (sweep.json)")
-        out = write_report(path)
+        out = write_report(path, data_path=args.data_path)
     print(out)
     return 0
 
@@ -310,6 +342,10 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except (ConfigError, DataError, RunError, FileNotFoundError) as exc:
         print(f"factorvae: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # e.g. a read-only run directory: the file and the reason, on one line
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"factorvae: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_USAGE
     except RunInterrupted as exc:
         print(f"factorvae: {exc}", file=sys.stderr)

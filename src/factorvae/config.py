@@ -92,28 +92,65 @@ class Config:
     @classmethod
     def load(cls, path: str | Path) -> Config:
         try:
-            raw = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+            raw = json.loads(Path(path).read_bytes().decode())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+        except ValueError as exc:  # not JSON, or not UTF-8 text
+            raise ConfigError(f"cannot read config {path}: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"cannot read config {path}: expected a JSON object of settings")
         return make_config(**raw)
 
 
+_POSITIVE = ("steps", "batch_size", "latent_dim", "log_every", "checkpoint_every", "d_hidden", "d_layers",
+             "n_critic", "noise_dim")
+_OPTIONAL_POSITIVE = ("fc_width", "threads")  # None: the default
+_NON_NEGATIVE = ("beta", "gamma", "lambda_mi", "gp_weight", "d_slope")
+_RATES = ("lr", "lr_d", "lr_g")  # > 0 (lr_d may be None); q_std is checked by InfoWGAN-GP, its only user
+_BETAS = ("adam_betas", "adam_betas_d", "adam_betas_g")
+SEED_LIMIT = 2**63  # numpy and torch both take seeds in [0, 2^63)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def validate(c: Config) -> None:
+    """Refuse every setting that would crash or silently misbehave later (NaN rates, zero widths...)."""
     if c.model not in MODELS:
         raise ConfigError(f"unknown model '{c.model}'; choose one of: {', '.join(MODELS)}")
-    for name in ("steps", "batch_size", "latent_dim", "log_every", "checkpoint_every", "d_hidden", "n_critic"):
-        if getattr(c, name) <= 0:
-            raise ConfigError(f"{name} must be a positive integer, got {getattr(c, name)}")
-    if c.eval_every < 0:
-        raise ConfigError(f"eval_every must be >= 0, got {c.eval_every}")
+    for name in _POSITIVE + _OPTIONAL_POSITIVE:
+        value = getattr(c, name)
+        if not (value is None and name in _OPTIONAL_POSITIVE) and not (_is_int(value) and value > 0):
+            raise ConfigError(f"{name} must be a positive integer, got {value}")
+    for name in ("eval_every", "seed"):
+        if not (_is_int(getattr(c, name)) and 0 <= getattr(c, name) < SEED_LIMIT):
+            raise ConfigError(f"{name} must be an integer >= 0, got {getattr(c, name)}")
     if c.model == "factorvae" and c.batch_size < 2:
         raise ConfigError("FactorVAE needs batch_size >= 2: permute_dims shuffles codes across the batch")
-    for name in ("beta", "gamma", "lr", "lambda_mi", "gp_weight", "lr_g"):
+    for name in _NON_NEGATIVE:
         value = getattr(c, name)
-        if not math.isfinite(value) or value < 0:
+        if not _is_number(value) or value < 0:
             raise ConfigError(f"{name} must be a finite number >= 0, got {value}")
-    if c.lr <= 0 or (c.lr_d is not None and c.lr_d <= 0):
-        raise ConfigError("learning rates must be > 0")
+    for name in _RATES:
+        value = getattr(c, name)
+        if not (value is None and name == "lr_d") and not (_is_number(value) and value > 0):
+            raise ConfigError(f"{name} must be a finite number > 0, got {value}")
+    for name in _BETAS:
+        betas = getattr(c, name)
+        if not (isinstance(betas, tuple) and len(betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in betas)):
+            raise ConfigError(f"{name} must be two numbers in [0, 1), e.g. 0.9,0.999; got {betas}")
+    if c.eval_every and not c.eval_metrics:
+        raise ConfigError("eval_every is set but eval_metrics is empty: name the metrics to score, or use 0")
+    for name in ("dataset", "device", "init", "eval_protocol"):
+        if not isinstance(getattr(c, name), str):
+            raise ConfigError(f"{name} must be a name, got {getattr(c, name)!r}")
+    if c.data_path is not None and not isinstance(c.data_path, str):
+        raise ConfigError(f"data_path must be a path, got {c.data_path!r}")
     if c.device not in ("auto", "cpu", "cuda") and not c.device.startswith("cuda:"):
         raise ConfigError(f"unknown device '{c.device}'; use auto, cpu or cuda")
     bad = [m for m in c.eval_metrics if m not in METRIC_NAMES]
@@ -159,7 +196,10 @@ def _coerce(name: str, value: Any) -> Any:
                 _bad(name, value, "an integer")
         if isinstance(default, tuple) or name in ("adam_betas", "adam_betas_d", "adam_betas_g", "eval_metrics"):
             parts = tuple(p.strip() for p in text.split(",") if p.strip())
-            return parts if name == "eval_metrics" else tuple(float(p) for p in parts)
+            try:
+                return parts if name == "eval_metrics" else tuple(float(p) for p in parts)
+            except ValueError:
+                _bad(name, value, "comma-separated numbers")
         return text
     if isinstance(value, list):
         return tuple(value)

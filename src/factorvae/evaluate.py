@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write_text
+from .checkpoint import atomic_write_text, json_safe
 from .data import DataError, GroundTruthData
 from .losses import reparameterize, tc_from_logits
 from .methods import inference_encode
@@ -121,13 +121,17 @@ def evaluate_run(
     run_dir: str | Path, names: Sequence[str] = ALL_METRICS, protocol: str = "paper", seed: int = 0,
     exhaustive: bool = False, device: str = "cpu", progress: bool | None = None,
     settings: Mapping[str, Mapping[str, Any]] | None = None, tc_samples: int = TC_SAMPLES,
+    data_path: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Score the run's latest checkpoint and merge the results into ``run_dir/eval.json`` (atomically)."""
+    """Score the run's latest checkpoint and merge the results into ``run_dir/eval.json`` (atomically).
+
+    ``data_path``: the run's data set read from there instead of where it was trained (the data moved).
+    """
     from .trained import load
 
     names = check_metric_names(names)
     check_eval_settings(protocol, settings)
-    model = load(run_dir, device=device)
+    model = load(run_dir, device=device, data_path=data_path)
     if not model.data.has_factors:
         raise DataError(f"data set '{model.data.name}' has no ground-truth factors, so there is nothing to score; "
                         f"look at the run with `factorvae traverse {run_dir}` instead")
@@ -139,10 +143,17 @@ def evaluate_run(
 
 def write_eval(run_dir: str | Path, step: int, results: dict[str, Any]) -> None:
     """Merge ``results`` (stamped with ``step``) into ``run_dir/eval.json``, atomically."""
+    from .train import RunError
+
     path = Path(run_dir) / "eval.json"
-    merged = json.loads(path.read_text()) if path.exists() else {}
+    try:
+        merged = json.loads(path.read_bytes().decode()) if path.exists() else {}
+    except ValueError as exc:  # never silently replace earlier results by these
+        raise RunError(f"cannot merge into {path} ({exc}); move it away and evaluate again") from None
+    if not isinstance(merged, dict):
+        raise RunError(f"cannot merge into {path}: it is not a JSON object; move it away and evaluate again")
     merged.update({name: {**r, "step": step} for name, r in results.items()})
-    atomic_write_text(path, json.dumps(merged, indent=1) + "\n")
+    atomic_write_text(path, json.dumps(json_safe(merged), indent=1) + "\n")
 
 
 def format_table(results: dict[str, Any]) -> str:

@@ -105,7 +105,7 @@ def _stale(target: Path, *sources: Path) -> bool:
     return any(s.exists() and s.stat().st_mtime > mtime for s in sources)
 
 
-def _refresh_figures(run_dir: Path, model: Any) -> str | None:
+def _refresh_figures(run_dir: Path, model: Any, data_path: str | Path | None = None) -> str | None:
     """Draw missing or outdated figures; return an error message instead of raising (the report goes on)."""
     fig_dir, ckpt = run_dir / "figures", run_dir / "checkpoint.pt"
     error = None
@@ -115,7 +115,7 @@ def _refresh_figures(run_dir: Path, model: Any) -> str | None:
         from .traverse import write_visuals  # late import: traversals pull in the model side
 
         try:
-            write_visuals(run_dir, model=model)
+            write_visuals(run_dir, model=model, data_path=data_path)
         except Exception as exc:  # a broken checkpoint must not cost the user the rest of the report
             error = f"{type(exc).__name__}: {exc}"
     # curves need no checkpoint: a run that is still training gets fresh ones every time
@@ -165,7 +165,7 @@ def _summary(status: dict | None, last: dict | None, eval_json: dict | None) -> 
     for key, meaning in FINAL_KEYS:
         value = (last or {}).get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            shown = _duration(value) if key == "time" else _fmt(value)
+            shown = _duration(value) if key == "time" and math.isfinite(value) else _fmt(value)
             rows.append((f"<code>{_e(key)}</code>", _e(meaning), f'<span class="num">{_e(shown)}</span>'))
     tc = (eval_json or {}).get("tc")
     if isinstance(tc, dict) and isinstance(tc.get("tc"), (int, float)):
@@ -195,7 +195,7 @@ def _metrics(eval_json: dict | None) -> str:
         out += "<p>" + "; ".join(extra) + "</p>"
     fv = eval_json.get("factorvae")
     if isinstance(fv, dict) and (fv.get("vote_matrix") or fv.get("train_votes")):
-        out += _vote_table(fv)
+        out += _damaged_ok(_vote_table, fv, "the vote matrix in eval.json")
     return out
 
 
@@ -205,6 +205,14 @@ def _settings(result: dict, skip: tuple) -> list[str]:
     nested = result.get("settings") if isinstance(result.get("settings"), dict) else {}
     items = {**nested, **{k: v for k, v in result.items() if k not in skip and k != "settings"}}
     return [f"{k}={_fmt(v)}" for k, v in items.items() if isinstance(v, (int, float, str, bool))][:14]
+
+
+def _damaged_ok(table, source: dict, what: str) -> str:
+    """A table drawn from file contents, or a note when the file does not hold what it should."""
+    try:
+        return table(source)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, ZeroDivisionError):
+        return f"<p class=sub>({_e(what)} is damaged: this table is left out)</p>"
 
 
 def _vote_table(result: dict) -> str:
@@ -246,8 +254,8 @@ def _figures(run_dir: Path) -> str:
     out.append("<h2 id=traversals>Latent traversals</h2>")
     # by number (seed 10 after seed 9), and only as many as the last drawing made: older extras are stale
     count = meta.get("n_seeds")
-    if not isinstance(count, int):
-        count = len(list(fig_dir.glob("traversal_seed*.png")))
+    present = len(list(fig_dir.glob("traversal_seed*.png")))
+    count = min(count, present) if isinstance(count, int) else present  # a damaged file cannot ask for 10^12
     seeds = [p for i in range(count) if (p := fig_dir / f"traversal_seed{i}.png").exists()]
     if not seeds:
         out.append("<p>No traversals (they need checkpoint.pt).</p>")
@@ -258,7 +266,8 @@ def _figures(run_dir: Path) -> str:
         out.append("<h3>Animated: every dimension swept at once (rows: seed images)</h3>")
         out.append(_img(fig_dir / "traversal.gif", "animated traversal", pixelated=True))
     if meta.get("order"):
-        out.append("<h3>Code dimensions, most informative first</h3>" + _dims_table(meta))
+        out.append("<h3>Code dimensions, most informative first</h3>"
+                   + _damaged_ok(_dims_table, meta, "figures/traversal.json"))
     for name, title, caption in (
         ("reconstructions.png", "Reconstructions", "Inputs above, decoded posterior means below."),
         ("samples.png", "Samples from the prior", "Decoded codes drawn from p(z)."),
@@ -295,14 +304,14 @@ def _config(config: dict | None) -> str:
     return f'<div class="cols">{_table(rows[:half])}{_table(rows[half:])}</div>'
 
 
-def write_report(run_dir: str | Path, *, model: Any = None) -> Path:
+def write_report(run_dir: str | Path, *, model: Any = None, data_path: str | Path | None = None) -> Path:
     """Write ``run_dir/report.html`` (self-contained) and return its path.
 
     Figures missing or older than the checkpoint are drawn first with
     :func:`factorvae.traverse.write_visuals` (``model`` is passed through, else loaded from the run).
     """
     run_dir = Path(run_dir)
-    figure_error = _refresh_figures(run_dir, model)
+    figure_error = _refresh_figures(run_dir, model, data_path)
     config = read_json(run_dir / "config.json")
     status, eval_json = read_json(run_dir / "status.json"), read_json(run_dir / "eval.json")
     log = read_jsonl(run_dir / "log.jsonl")

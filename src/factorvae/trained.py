@@ -18,6 +18,7 @@ from .config import Config, make_config
 from .data import GroundTruthData
 from .data import load as load_data
 from .methods import build_method, inference_encode
+from .rundir import one_line
 from .train import RunError, is_run_dir, resolve_device
 
 
@@ -63,18 +64,32 @@ class TrainedModel:
         return self._batches(z, self.method.decode, batch_size)[0]
 
 
-def load(run_dir: str | Path, device: str = "cpu") -> TrainedModel:
-    """The trained model of the run in ``run_dir`` (its latest checkpoint)."""
+def load(run_dir: str | Path, device: str = "cpu", data_path: str | Path | None = None) -> TrainedModel:
+    """The trained model of the run in ``run_dir`` (its latest checkpoint).
+
+    ``data_path``: read the run's data set from there instead of the path it was trained on (the data moved).
+    """
     run_dir = Path(run_dir)
     if not is_run_dir(run_dir):
         raise RunError(f"{run_dir} is not a run directory (no config.json); train one with `factorvae train`")
-    if not (run_dir / "checkpoint.pt").is_file():
+    path = run_dir / "checkpoint.pt"
+    if not path.is_file():
         raise RunError(f"{run_dir} has no checkpoint.pt yet; resume training with `factorvae train --resume {run_dir}`")
-    state = load_checkpoint(run_dir / "checkpoint.pt", map_location="cpu")
-    config = make_config(**json.loads(state["config"]))
     dev = resolve_device(device)
+    try:  # weights_only: a crafted file cannot run code, it can only fail to load
+        state = load_checkpoint(path, map_location="cpu")
+        config = make_config(**json.loads(state["config"]))
+        step = int(state["step"])
+    except Exception as exc:
+        raise RunError(f"cannot read {path} ({one_line(exc)}); it is damaged or not a factorvae checkpoint") from None
+    if data_path is not None:
+        config = make_config(config, data_path=str(data_path))
     data = load_data(config.dataset, config.data_path)
     method = build_method(config, data.observation_shape[0], torch.Generator(device=dev), dev)
-    for k, m in method.modules.items():
-        m.load_state_dict(state["modules"][k])
-    return TrainedModel(config, data, method, int(state["step"]), run_dir, dev)
+    try:
+        for k, m in method.modules.items():
+            m.load_state_dict(state["modules"][k])
+    except Exception as exc:
+        raise RunError(f"cannot load the networks of {path} ({one_line(exc)}); is it this run's checkpoint, and "
+                       "does the data have the same image shape?") from None
+    return TrainedModel(config, data, method, step, run_dir, dev)

@@ -185,13 +185,13 @@ def prior_samples(model: Any, n: int = 36, seed: int = 0) -> np.ndarray:
     return _decode(model, z.astype(np.float32))
 
 
-def _load_model(run_dir: Path) -> Any:
+def _load_model(run_dir: Path, data_path: str | Path | None = None) -> Any:
     import factorvae  # the package root, where the loader lives; imported late to avoid a cycle
 
     load = getattr(factorvae, "load", None)
     if load is None:
         raise RuntimeError("this factorvae version has no factorvae.load(run_dir) to read a checkpoint with")
-    return load(run_dir)
+    return load(run_dir) if data_path is None else load(run_dir, data_path=data_path)
 
 
 def _column_labels(tr: Traversal, kind: str) -> list[str]:
@@ -209,12 +209,14 @@ def write_visuals(
     limit: float = 3.0,
     mode: str = "prior",
     model: Any = None,
+    data_path: str | Path | None = None,
 ) -> list[Path]:
     """Draw a run's figures into ``run_dir/figures/`` and return the paths written.
 
     Writes ``traversal_seed{i}.png`` (one per seed image), ``traversal.gif``, ``reconstructions.png``,
     ``samples.png``, ``curves.png`` (when ``log.jsonl`` has data) and ``traversal.json`` (row order, KL
-    and factor labels, read by the report). ``model`` defaults to ``factorvae.load(run_dir)``. Every
+    and factor labels, read by the report). ``model`` defaults to ``factorvae.load(run_dir)`` (reading the
+    data from ``data_path`` when given). Every
     file is written to a temporary name and renamed, so a reader never sees half a PNG.
     """
     run_dir = Path(run_dir)
@@ -228,7 +230,7 @@ def write_visuals(
 
     # tqdm's disable=None: a bar on a terminal, silent in logs and tests
     with tqdm(total=n_seeds + 5, desc="figures", unit="fig", disable=None) as bar:
-        model = model if model is not None else _load_model(run_dir)
+        model = model if model is not None else _load_model(run_dir, data_path)
         kind, data = model.kind, model.data
         eval_json = read_json(run_dir / "eval.json") or {}
         factors = factor_of_dim(eval_json.get("factorvae"), data.factor_names) if data.has_factors else {}

@@ -170,7 +170,7 @@ class DSpritesFile(GroundTruthData):
             raise
         except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
             raise DataError(f"{path} is not a readable .npz file ({exc}); pass the dSprites npz") from exc
-        if imgs.ndim != 3 or imgs.shape[1:] != (64, 64):
+        if imgs.ndim != 3 or imgs.shape[1:] != (64, 64) or len(imgs) == 0:
             raise DataError(f"{path}: 'imgs' has shape {imgs.shape}, expected (N, 64, 64)")
         if classes.shape != (len(imgs), 6):
             raise DataError(f"{path}: 'latents_classes' has shape {classes.shape}, expected ({len(imgs)}, 6)")
@@ -178,8 +178,10 @@ class DSpritesFile(GroundTruthData):
         sizes = tuple(int(s) for s in factors.max(0) + 1)
         if np.prod(sizes) != len(imgs) or not np.array_equal(factors, index_to_factors(np.arange(len(imgs)), sizes)):
             raise DataError(f"{path}: 'latents_classes' is not a full factor grid in dSprites order (posY fastest)")
-        if imgs.max(initial=0) > 1:
-            raise DataError(f"{path}: 'imgs' must hold binary 0/1 pixels as in the dSprites release")
+        # integers only: a float 0.5 would become a black pixel, NaN anything
+        if imgs.dtype.kind not in "biu" or imgs.min(initial=0) < 0 or imgs.max(initial=0) > 1:
+            raise DataError(f"{path}: 'imgs' must hold binary 0/1 integer pixels as in the dSprites release, "
+                            f"got {imgs.dtype}")
         self.factor_sizes = sizes
         self.num_examples = len(imgs)
         self._imgs = imgs.astype(np.uint8, copy=False)

@@ -377,8 +377,8 @@ class Shapes3DFile(GroundTruthData):
                         f"{self.path} is missing dataset(s) {missing}; expected 3dshapes.h5 with 'images' and 'labels'"
                     )
                 images, labels = h5["images"], h5["labels"][()]
-                n = len(images)
-                if images.shape != (n, SIZE, SIZE, 3) or images.dtype != np.uint8:
+                n = images.shape[0] if images.ndim else 0  # a scalar dataset has no length
+                if n == 0 or images.shape != (n, SIZE, SIZE, 3) or images.dtype != np.uint8:
                     raise DataError(
                         f"{self.path}: 'images' is {images.dtype} {images.shape}; expected uint8 (N, 64, 64, 3)"
                     )

@@ -59,6 +59,14 @@ def require_factors(data: GroundTruthData) -> None:
         )
 
 
+def check_finite_codes(codes: np.ndarray, what: str = "codes") -> None:
+    """Refuse NaN or infinite codes: every metric would turn them into a meaningless number (0 for most)."""
+    if np.issubdtype(codes.dtype, np.number) and not np.isfinite(codes).all():
+        bad = int((~np.isfinite(codes)).any(axis=tuple(range(1, codes.ndim))).sum())
+        raise DataError(f"the representation gave non-finite {what} (NaN or inf) for {bad} of {len(codes)} "
+                        "observations; a diverged or broken encoder cannot be scored")
+
+
 class CodePool:
     """Codes of one representation on one data set, encoded in batches and cached for sharing."""
 
@@ -138,6 +146,7 @@ class CodePool:
             codes = np.asarray(self.represent(render(chunk)))
             if codes.ndim != 2 or len(codes) != len(chunk):
                 raise ValueError(f"represent must return codes (n, D) for n={len(chunk)}, got {codes.shape}")
+            check_finite_codes(codes)
             if out is None:
                 out = np.empty((len(rows), codes.shape[1]), dtype=codes.dtype)
             out[start : start + len(chunk)] = codes

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..data import GroundTruthData, index_to_factors
-from .pool import num_examples, require_factors
+from .pool import check_finite_codes, num_examples, require_factors
 from .protocol import metric_rng
 
 ESTIMATOR = "exact-mixture Monte Carlo: log q(z) = logsumexp over all N components of q(z|x_n) - log N"
@@ -44,6 +44,8 @@ def total_correlation(
     mu, logvar = np.asarray(mu, dtype=np.float64), np.asarray(logvar, dtype=np.float64)
     if mu.ndim != 2 or mu.shape != logvar.shape:
         raise ValueError(f"mu and logvar must both be (N, D), got {mu.shape} and {logvar.shape}")
+    check_finite_codes(mu, "means")
+    check_finite_codes(logvar, "log-variances")
     n, d = mu.shape
     rng = metric_rng(seed, "tc")
     # which mixture components the M samples come from: each once if M <= N, else with replacement
@@ -67,7 +69,7 @@ def total_correlation(
             terms[start : start + chunk] = values
     return {
         "tc": float(terms.mean()),
-        "stderr": float(terms.std(ddof=1) / np.sqrt(num_samples)) if num_samples > 1 else float("nan"),
+        "stderr": float(terms.std(ddof=1) / np.sqrt(num_samples)) if num_samples > 1 else None,  # JSON has no NaN
         "estimator": ESTIMATOR,
         "num_data": int(n),
         "num_samples": int(num_samples),
