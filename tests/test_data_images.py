@@ -129,7 +129,8 @@ def test_read_only_folder_caches_under_the_user_cache(tmp_path, monkeypatch) -> 
     where = default_cache_dir(tmp_path / "data")
     assert where.parent == tmp_path / "xdg" / "factorvae"
     monkeypatch.setenv("FACTORVAE_CACHE", str(tmp_path / "mine"))
-    assert default_cache_dir(tmp_path / "data") == tmp_path / "mine"
+    # a folder per data path under it (issue 17): one shared folder let one data folder evict another's cache
+    assert default_cache_dir(tmp_path / "data") == tmp_path / "mine" / where.name
 
 
 def test_errors(tmp_path) -> None:

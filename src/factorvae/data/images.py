@@ -84,9 +84,14 @@ def list_images(root: Path) -> list[tuple[str, int, int]]:
 
 
 def default_cache_dir(root: Path) -> Path:
-    """``<root>/.factorvae_cache`` if it can be written, else a folder per data path under ~/.cache."""
+    """A folder per data path under ``$FACTORVAE_CACHE`` if set; else ``<root>/.factorvae_cache`` if it can
+    be written, else a folder per data path under ~/.cache.
+
+    Per data path, because a cache folder keeps one cache per (data set name, settings): a second image
+    folder sharing it would evict the first one's cache as stale (and the other way round on every load).
+    """
     if env := os.environ.get("FACTORVAE_CACHE"):
-        return Path(env)
+        return Path(env) / _path_key(root)
     local = root / CACHE_FOLDER
     try:
         local.mkdir(exist_ok=True)
@@ -95,7 +100,11 @@ def default_cache_dir(root: Path) -> Path:
     except OSError:
         pass  # a read-only data folder: fall back to the user's cache
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "factorvae"
-    return base / hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+    return base / _path_key(root)
+
+
+def _path_key(root: Path) -> str:
+    return hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
 
 
 def _decode(path: Path, settings: Preprocess) -> np.ndarray | str:
