@@ -39,8 +39,23 @@ SYMBOL = {"beta": "β", "gamma": "γ"}
 PAPER_DSPRITES = "FactorVAE γ=40 ≈ 0.82 and β-VAE β=4 ≈ 0.73, both at reconstruction error ≈ 45"
 
 
+def _num(value: Any) -> float | None:
+    """A finite number read from a file, else None: a damaged or crafted file must neither break the report
+    nor put its text where a number goes (every text from a file is escaped in the HTML)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
 def _last_recon(run_dir: Path) -> float | None:
-    log = [r for r in read_jsonl(run_dir / "log.jsonl") if "recon" in r]
+    log = [r for r in read_jsonl(run_dir / "log.jsonl") if _num(r.get("recon")) is not None]
     return float(log[-1]["recon"]) if log else None
 
 
@@ -51,20 +66,25 @@ def collect(sweep_dir: str | Path, metric: str = "factorvae") -> list[dict[str, 
     if doc is None:
         raise FileNotFoundError(f"{sweep_dir / SWEEP_FILE} not found: not a sweep folder")
     rows = []
-    for name, r in doc["runs"].items():
+    runs = doc.get("runs") if isinstance(doc.get("runs"), dict) else {}
+    for name, r in runs.items():
+        if not isinstance(r, dict):
+            continue
         run_dir = sweep_dir / name
         status = read_json(run_dir / "status.json") or {}
         scores = read_json(run_dir / "eval.json") or {}
         steps = (read_json(run_dir / "config.json") or {}).get("steps")
         if status.get("state") == "finished" and status.get("step") != steps:
             status["state"] = "running"  # between two evaluation segments (older sweeps wrote "finished")
+        score = {k: v if isinstance(v, dict) else {} for k, v in scores.items()}
+        result = r.get("result") if isinstance(r.get("result"), dict) else {}
         rows.append({
-            "name": name, "model": r["model"], "param": r["param"], "value": r["value"], "seed": r["seed"],
-            "state": status.get("state", "not started"), "step": status.get("step"),
-            "error": status.get("error") or (r.get("result") or {}).get("error"),
-            "metric": (scores.get(metric) or {}).get("score"), "tc": (scores.get("tc") or {}).get("score"),
-            "recon": _last_recon(run_dir), "mig": (scores.get("mig") or {}).get("score"),
-            "tc_discriminator": (scores.get("tc") or {}).get("tc_discriminator"),
+            "name": name, "model": str(r.get("model")), "param": _text(r.get("param")), "value": _num(r.get("value")),
+            "seed": _int(r.get("seed")), "state": str(status.get("state", "not started")),
+            "step": _int(status.get("step")), "error": _text(status.get("error") or result.get("error")),
+            "metric": _num(score.get(metric, {}).get("score")), "tc": _num(score.get("tc", {}).get("score")),
+            "recon": _last_recon(run_dir), "mig": _num(score.get("mig", {}).get("score")),
+            "tc_discriminator": _num(score.get("tc", {}).get("tc_discriminator")),
         })
     return rows
 
@@ -171,9 +191,10 @@ def _mean_curve(series: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.nda
 
 
 def _run_series(run_dir: Path, metric: str) -> tuple[tuple | None, tuple | None]:
-    log = [r for r in read_jsonl(run_dir / "log.jsonl") if "recon" in r and not r.get("partial")]
+    log = [r for r in read_jsonl(run_dir / "log.jsonl") if _num(r.get("recon")) is not None
+           and _num(r.get("step")) is not None and not r.get("partial")]
     scored = [r for r in read_jsonl(run_dir / "metrics.jsonl") if isinstance(r.get(metric), dict)
-              and r[metric].get("score") is not None]
+              and _num(r[metric].get("score")) is not None and _num(r.get("step")) is not None]
     recon = (np.array([r["step"] for r in log]), np.array([r["recon"] for r in log])) if log else None
     score = (np.array([r["step"] for r in scored]), np.array([r[metric]["score"] for r in scored])) if scored else None
     return score, recon
@@ -222,15 +243,17 @@ def _img(fig: Figure | None, alt: str, path: Path) -> str:
 
 def _html(sweep_dir: Path, doc: dict, rows: list, summary: list, metric: str, figs: tuple[str, str]) -> str:
     e = html.escape
-    grids = "".join(f"<li>{e(LABELS.get(g['model'], g['model']))}: {e(SYMBOL.get(g['param'] or '', ''))} ∈ "
-                    f"{e(', '.join(f'{v:g}' for v in g['values']))}; seeds {e(str(g['seeds']))}; steps "
-                    f"{e(', '.join(str(s) for s in g['steps']))}</li>" for g in doc.get("grids", []))
+    grids = "".join(f"<li>{e(str(LABELS.get(g.get('model'), g.get('model'))))}: "
+                    f"{e(str(SYMBOL.get(g.get('param') or '', '')))} ∈ "
+                    f"{e(', '.join(f'{v:g}' if _num(v) is not None else str(v) for v in g.get('values') or []))}; "
+                    f"seeds {e(str(g.get('seeds')))}; steps {e(', '.join(str(s) for s in g.get('steps') or []))}</li>"
+                    for g in doc.get("grids", []) if isinstance(g, dict))
     table = "".join(
         f"<tr><td>{e(LABELS.get(s['model'], s['model']))}</td><td>{e(_setting(s))}</td><td>{s['scored']}/{s['runs']}"
         f"</td><td>{_pm(s['metric_mean'], s['metric_std'], 3)}</td><td>{_pm(s['recon_mean'], s['recon_std'], 1)}"
         f"</td><td>{_pm(s['tc_mean'], s['tc_std'], 3)}</td></tr>" for s in summary)
     runs = "".join(
-        f"<tr><td>{e(r['name'])}</td><td>{e(str(r['state']))}</td><td>{r['step'] if r['step'] is not None else '–'}"
+        f"<tr><td>{e(r['name'])}</td><td>{e(str(r['state']))}</td><td>{e(_text(r['step']) or '–')}"
         f"</td><td>{_pm(r['metric'], None, 3)}</td><td>{_pm(r['recon'], None, 1)}</td><td>{_pm(r['tc'], None, 3)}"
         f"</td><td>{e(r['error'] or '')}</td></tr>" for r in rows)
     plan = doc.get("eval", {})
