@@ -26,17 +26,29 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
+# Options that `train`, `sweep` and `reproduce` share: each sets the Config field of the same name (for every
+# run of a sweep), exactly as `--set field=value` would; giving both is refused.
+RUN_FLAGS = ("dataset", "data_path", "batch_size", "device", "tensorboard")
+
+
+def _add_run_options(p) -> None:
+    p.add_argument("--dataset", help="data set name (default dsprites; see `factorvae data list`)")
+    p.add_argument("--data-path", help="read the real data set from this file or folder instead of the built-in one")
+    p.add_argument("--batch-size", type=int, help="minibatch size (default 64)")
+    p.add_argument("--device", help="auto, cpu or cuda (default auto)")
+    p.add_argument("--tensorboard", action="store_const", const=True,
+                   help="also write TensorBoard curves and traversals under RUN_DIR/tensorboard/ "
+                   "(needs the tensorboard extra: pip install 'factorvae[tensorboard]')")
+
+
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model (defaults: the paper's full settings)")
     p.add_argument("--model", help=f"method: {', '.join(MODELS)} (default factorvae)")
-    p.add_argument("--dataset", help="data set name (default dsprites; see `factorvae data list`)")
-    p.add_argument("--data-path", help="read the real data set from this file or folder instead of the built-in one")
+    _add_run_options(p)
     p.add_argument("--beta", type=float, help="β of β-VAE (default 4)")
     p.add_argument("--gamma", type=float, help="γ of FactorVAE (default 40)")
     p.add_argument("--steps", type=int, help="total training iterations (default 300000)")
-    p.add_argument("--batch-size", type=int, help="minibatch size (default 64)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
-    p.add_argument("--device", help="auto, cpu or cuda (default auto)")
     p.add_argument("--eval-every", type=int, help="evaluate the metrics every N steps (default 0: off)")
     p.add_argument("--out", help="run directory to create (default runs/<model>-<dataset>-s<seed>-<time>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR (optionally to a new --steps)")
@@ -44,12 +56,12 @@ def _add_train(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
-_TRAIN_FLAGS = ("model", "dataset", "data_path", "beta", "gamma", "steps", "batch_size", "seed", "device",
-                "eval_every")
+_TRAIN_FLAGS = ("model", "beta", "gamma", "steps", "seed", "eval_every", *RUN_FLAGS)
 
 
-def _train_overrides(args) -> dict:
-    overrides = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k) is not None}
+def _train_overrides(args, flags: tuple[str, ...] = _TRAIN_FLAGS) -> dict:
+    """The flags given, merged with ``--set``; a setting given both ways is refused."""
+    overrides = {k: getattr(args, k) for k in flags if getattr(args, k) is not None}
     sets = parse_set(args.set)
     twice = sorted(set(overrides) & set(sets))
     if twice:  # which one should win is a guess: refuse it
@@ -205,8 +217,26 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="write a run's encoder and decoder to one .safetensors file to share")
+    p.add_argument("run_dir", help="a run directory made by `factorvae train`")
+    p.add_argument("out", help="the file to write, e.g. model.safetensors (factorvae.load reads it back)")
+
+
+def cmd_export(args) -> int:
+    from .export import ExportError, export_run
+
+    try:
+        out = export_run(args.run_dir, args.out)
+    except ExportError as exc:
+        raise ConfigError(str(exc)) from None
+    print(f"{out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
 def _add_sweep_options(p) -> None:
     """Options shared by `sweep` and `reproduce`: where runs go, how they run, how they are scored."""
+    _add_run_options(p)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any setting for every run")
     p.add_argument("--backend", choices=("local", "ray"), default="local",
                    help="local: subprocesses on this machine; ray: tasks on a Ray instance or cluster")
@@ -298,8 +328,8 @@ def cmd_sweep(args) -> int:
     if unused:
         raise ConfigError(f"--{unused[0]} does not apply to --model {args.model} (betavae sweeps --beta, "
                           "factorvae --gamma)")
-    specs = [s for m in models for s in make_grid(m, values.get(PARAM.get(m, "")), args.seeds, args.steps,
-                                                  parse_set(args.set))]
+    settings = _train_overrides(args, RUN_FLAGS)
+    specs = [s for m in models for s in make_grid(m, values.get(PARAM.get(m, "")), args.seeds, args.steps, settings)]
     specs.sort(key=lambda s: s.seed)  # seed-major across models too: an early stop keeps every setting
     return _sweep_done(run_sweep(specs, args.out, **_sweep_kwargs(args)))
 
@@ -313,7 +343,7 @@ def cmd_reproduce(args) -> int:
         args.eval_every = scaled.eval_every
     print(scaled.describe(), file=sys.stderr)
     out = args.out or f"runs/{args.name}-scale{args.scale:g}"
-    return _sweep_done(run_sweep(runs(scaled, parse_set(args.set)), out, **_sweep_kwargs(args)))
+    return _sweep_done(run_sweep(runs(scaled, _train_overrides(args, RUN_FLAGS)), out, **_sweep_kwargs(args)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -326,12 +356,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(sub)
     _add_visuals(sub)
     _add_sweep(sub)
+    _add_export(sub)
     return parser
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "data": cmd_data, "traverse": cmd_traverse,
             "report": cmd_report,
-            "sweep": cmd_sweep, "reproduce": cmd_reproduce}
+            "sweep": cmd_sweep, "reproduce": cmd_reproduce, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

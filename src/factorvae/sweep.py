@@ -35,7 +35,7 @@ from .train import RunError, is_run_dir
 SWEEP_FILE = "sweep.json"
 PARAM = {"factorvae": "gamma", "betavae": "beta"}  # the weight each model's grid varies (paper §4.1)
 DEFAULT_METRICS = ("factorvae", "tc")  # what the trade-off table needs: the paper's metric and true TC
-_EXECUTION_ONLY = ("steps", "threads", "device")  # may change between invocations without a new run
+_EXECUTION_ONLY = ("steps", "threads", "device", "tensorboard")  # may change without a new run
 INTERRUPTED = 130  # a worker's exit status when it was asked to stop (as `factorvae train`)
 
 
@@ -115,12 +115,14 @@ def _score(method, data, device, plan: EvalPlan, seed: int = 0) -> dict[str, Any
                            settings=plan.settings)
 
 
-def _append_metrics(run_dir: Path, step: int, results: dict[str, Any]) -> None:
+def _append_metrics(run, results: dict[str, Any]) -> None:
     # the same record as training's own periodic evaluation (train.py), so plots read both alike
-    record = {"step": step, **results}
+    record = {"step": run.step, **results}
     if "tc" in results:
         record["tc_true"] = results["tc"]["score"]
-    append_jsonl(run_dir / "metrics.jsonl", record)
+    append_jsonl(run.out_dir / "metrics.jsonl", record)
+    if run.board is not None:
+        run.board.evaluation(run.step, results, run.method, run.data, run.device, run.config.seed)
 
 
 def _curve_steps(run_dir: Path) -> set[int]:
@@ -147,7 +149,8 @@ def execute_run(overrides: Mapping[str, Any], plan: EvalPlan, run_dir: Path, thr
     config = make_config(**overrides)
     if is_run_dir(run_dir):
         _same_settings(config, Config.load(run_dir / "config.json"), run_dir)
-        run = prepare_run(None, run_dir, resume=True, steps=config.steps)
+        run = prepare_run(None, run_dir, resume=True, steps=config.steps,
+                          settings={"tensorboard": config.tensorboard})
     else:
         run = prepare_run(config, run_dir)
     try:  # the run directory stays locked until its eval.json is written
@@ -174,7 +177,7 @@ def _train_and_score(run, plan: EvalPlan) -> None:
     run_dir = run.out_dir
     full, every = run.config, plan.every if plan.metrics else 0  # nothing to score: train straight through
     if every and 0 < run.step < full.steps and run.step % every == 0 and run.step not in _curve_steps(run_dir):
-        _append_metrics(run_dir, run.step, _score(run.method, run.data, run.device, plan))  # stopped while scoring
+        _append_metrics(run, _score(run.method, run.data, run.device, plan))  # stopped while scoring
     while run.step < full.steps:
         # train in segments that end on the evaluation grid; fit() resumes the same in-memory run, so the
         # weights are exactly those of one straight run (only the checkpoint gets written more often)
@@ -183,13 +186,13 @@ def _train_and_score(run, plan: EvalPlan) -> None:
         fit(run, progress=False)
         if target < full.steps:  # fit() wrote "finished" for the segment; the run itself is not
             write_status(run_dir, run.step, "running")
-            _append_metrics(run_dir, run.step, _score(run.method, run.data, run.device, plan))
+            _append_metrics(run, _score(run.method, run.data, run.device, plan))
     run.config = full
     if plan.metrics and not _evaluated(run_dir, plan, run.step):
         results = _score(run.method, run.data, run.device, plan)
         write_eval(run_dir, run.step, results)
         if every:
-            _append_metrics(run_dir, run.step, results)
+            _append_metrics(run, results)
 
 
 def _worker_main(argv: list[str]) -> int:

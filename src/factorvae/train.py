@@ -40,6 +40,7 @@ from .rundir import (
 )
 from .rundir_lock import DirLock, LockHeld
 from .runtime import configure_cpu
+from .tensorboard_log import TensorBoardLog, require_tensorboard
 
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
@@ -98,9 +99,13 @@ class Run:
         self.window: dict[str, torch.Tensor] = {}
         self.window_count = 0
         self.lock: DirLock | None = None
+        self.board: TensorBoardLog | None = None  # opened by fit() when config.tensorboard
 
     def close(self) -> None:
         """Let another process write the run directory (the lock also goes when the process ends)."""
+        if self.board is not None:
+            self.board.close()
+            self.board = None
         if self.lock is not None:
             self.lock.release()
             self.lock = None
@@ -179,6 +184,8 @@ def prepare_run(
         raise RunError(f"{out_dir} already holds a run; continue it with --resume {out_dir} or choose another --out")
     if out_dir.exists() and not out_dir.is_dir():
         raise RunError(f"--out {out_dir} is a file, not a folder")
+    if config.tensorboard:
+        require_tensorboard()
     run = Run(config, out_dir)  # builds data and networks first, so bad settings leave no folder behind
     check_run_settings(config, run.data.has_factors)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -208,6 +215,8 @@ def _reopen(out_dir: Path, changes: dict) -> Run:
             raise ConfigError(f"a resume may change only {', '.join(RESUME_SETTINGS)}; {', '.join(fixed)} "
                               f"{'is' if len(fixed) == 1 else 'are'} fixed by {out_dir}/config.json")
         config = make_config(saved, **changes) if changes else saved
+        if config.tensorboard:
+            require_tensorboard()
         run = Run(config, out_dir)
         check_run_settings(config, run.data.has_factors)
         if (out_dir / "checkpoint.pt").exists():
@@ -303,6 +312,8 @@ def fit(run: Run, progress: bool = True) -> Path:
     However it ends, status.json says so: "finished", "interrupted" (RunInterrupted, a checkpoint written),
     or "failed" with the one-line reason that the RunError raised here also carries.
     """
+    if run.config.tensorboard and run.board is None:  # one writer for all of a sweep run's segments
+        run.board = TensorBoardLog(run.out_dir, run.step)
     try:
         _loop(run, progress)
     except (RunError, RunInterrupted):
@@ -350,6 +361,8 @@ def _loop(run: Run, progress: bool) -> None:
                     if not on_grid:
                         record["partial"] = True
                     append_jsonl(out / "log.jsonl", record)
+                    if run.board is not None:
+                        run.board.log_line(record)
                 if evaluates:
                     _evaluate_during_training(run)
                 if saves:
@@ -410,6 +423,8 @@ def _evaluate_during_training(run: Run) -> None:
     if "tc" in results:
         record["tc_true"] = results["tc"]["score"]
     append_jsonl(run.out_dir / "metrics.jsonl", record)
+    if run.board is not None:
+        run.board.evaluation(run.step, results, run.method, run.data, run.device, cfg.seed)
 
 
 def train(config: Config, out_dir: str | Path, *, progress: bool = True) -> Path:

@@ -65,11 +65,14 @@ class TrainedModel:
 
 
 def load(run_dir: str | Path, device: str = "cpu", data_path: str | Path | None = None) -> TrainedModel:
-    """The trained model of the run in ``run_dir`` (its latest checkpoint).
+    """The trained model of the run in ``run_dir`` (its latest checkpoint), or of a ``.safetensors`` file
+    written by ``factorvae export`` (the same encode / decode / represent).
 
     ``data_path``: read the run's data set from there instead of the path it was trained on (the data moved).
     """
     run_dir = Path(run_dir)
+    if run_dir.suffix == ".safetensors":
+        return _load_export(run_dir, device, data_path)
     if not is_run_dir(run_dir):
         raise RunError(f"{run_dir} is not a run directory (no config.json); train one with `factorvae train`")
     path = run_dir / "checkpoint.pt"
@@ -93,3 +96,31 @@ def load(run_dir: str | Path, device: str = "cpu", data_path: str | Path | None 
         raise RunError(f"cannot load the networks of {path} ({one_line(exc)}); is it this run's checkpoint, and "
                        "does the data have the same image shape?") from None
     return TrainedModel(config, data, method, step, run_dir, dev)
+
+
+def _load_export(path: Path, device: str, data_path: str | Path | None) -> TrainedModel:
+    """An exported model. Its data set is loaded when it can be (built-in, or found at ``data_path`` or the
+    recorded path); elsewhere ``model.data`` is None and encode / decode still work."""
+    from .data import DataError
+    from .export import ExportError, load_into, read_export
+
+    try:
+        config, step, modules = read_export(path)
+    except ExportError as exc:
+        raise RunError(str(exc)) from None
+    if data_path is not None:
+        config = make_config(config, data_path=str(data_path))
+    try:
+        data = load_data(config.dataset, config.data_path)
+    except DataError:
+        data = None
+    first = modules.get("encoder", modules.get("critic", {})).get("convs.0.weight")
+    if first is None or first.ndim != 4:
+        raise RunError(f"{path}: no first convolution in the exported networks; not a factorvae export")
+    dev = resolve_device(device)
+    method = build_method(config, int(first.shape[1]), torch.Generator(device=dev), dev)
+    try:
+        load_into(method, modules, path)
+    except ExportError as exc:
+        raise RunError(str(exc)) from None
+    return TrainedModel(config, data, method, step, None, dev)
