@@ -165,3 +165,17 @@ def test_sigterm_checkpoints_every_running_run(tmp_path):
         assert load_checkpoint(out / name / "checkpoint.pt")["step"] == status["step"]
         assert _json(out / "sweep.json")["runs"][name]["result"]["state"] == "interrupted"
     assert "interrupted at step" in err
+
+
+def test_extending_a_sweep_may_change_how_runs_checkpoint_and_log(tmp_path, capsys):
+    out = tmp_path / "sw"
+    sets = [x for k, v in TINY.items() for x in ("--set", f"{k}={v}")]
+    argv = ["sweep", "--model", "betavae", "--beta", "1", "--steps", "2", "--out", str(out), "--workers", "1",
+            "--metrics", "none", *sets]
+    assert main(argv) == 0
+    argv[argv.index("--steps") + 1] = "4"
+    assert main([*argv, "--set", "checkpoint_every=1", "--set", "log_every=1"]) == 0
+    config = _json(out / "betavae-beta1-s0" / "config.json")
+    assert (config["steps"], config["checkpoint_every"], config["log_every"]) == (4, 1, 1)
+    assert main([*argv, "--set", "lr=0.5"]) == 2  # a training setting is not an execution setting
+    assert "was swept with other settings (lr)" in capsys.readouterr().err

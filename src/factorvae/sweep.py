@@ -35,7 +35,9 @@ from .train import RunError, is_run_dir
 SWEEP_FILE = "sweep.json"
 PARAM = {"factorvae": "gamma", "betavae": "beta"}  # the weight each model's grid varies (paper §4.1)
 DEFAULT_METRICS = ("factorvae", "tc")  # what the trade-off table needs: the paper's metric and true TC
-_EXECUTION_ONLY = ("steps", "threads", "device", "tensorboard")  # may change without a new run
+# may change between invocations without a new run; the last three are handed to the resumed run
+_EXECUTION_ONLY = ("steps", "threads", "device", "tensorboard", "checkpoint_every", "log_every")
+_PASSED_ON_RESUME = ("tensorboard", "checkpoint_every", "log_every")
 INTERRUPTED = 130  # a worker's exit status when it was asked to stop (as `factorvae train`)
 
 
@@ -150,7 +152,7 @@ def execute_run(overrides: Mapping[str, Any], plan: EvalPlan, run_dir: Path, thr
     if is_run_dir(run_dir):
         _same_settings(config, Config.load(run_dir / "config.json"), run_dir)
         run = prepare_run(None, run_dir, resume=True, steps=config.steps,
-                          settings={"tensorboard": config.tensorboard})
+                          settings={k: getattr(config, k) for k in _PASSED_ON_RESUME})
     else:
         run = prepare_run(config, run_dir)
     try:  # the run directory stays locked until its eval.json is written
