@@ -19,9 +19,9 @@ from factorvae.data.shapes3d import (
     SCALES,
     SKY_RGB,
     Shapes3D,
-    Shapes3DFile,
     palette,
 )
+from factorvae.data.shapes3d_file import Shapes3DFile
 
 
 @pytest.fixture(scope="module")

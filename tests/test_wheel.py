@@ -6,6 +6,7 @@ torch is the pinned CPU build); from a folder outside the checkout, ``factorvae 
 ``factorvae train`` must work. About two minutes, most of it installing torch and its neighbours.
 """
 
+import shutil
 import subprocess
 import sys
 import venv
@@ -24,6 +25,8 @@ def _run(args, cwd, timeout=900):
 
 @pytest.mark.slow
 def test_wheel_installs_into_a_fresh_venv_and_trains(tmp_path):
+    # setuptools stages files in ROOT/build and never prunes it: a module deleted from src/ would still ship
+    shutil.rmtree(ROOT / "build", ignore_errors=True)
     _run([sys.executable, "-m", "build", "--wheel", "--outdir", tmp_path / "dist", ROOT], cwd=tmp_path)
     (wheel,) = (tmp_path / "dist").glob("factorvae-*.whl")
     venv.create(tmp_path / "venv", with_pip=True)

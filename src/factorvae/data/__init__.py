@@ -35,7 +35,8 @@ def _dsprites(path: str | Path | None) -> GroundTruthData:
 
 
 def _shapes3d(path: str | Path | None) -> GroundTruthData:
-    from .shapes3d import Shapes3D, Shapes3DFile
+    from .shapes3d import Shapes3D
+    from .shapes3d_file import Shapes3DFile
 
     return Shapes3D() if path is None else Shapes3DFile(path)
 
