@@ -119,7 +119,7 @@ def _add_evaluate(sub) -> None:
 
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_run, print_table
-    from .train import resolve_device
+    from .rundir import resolve_device
 
     settings = _metric_settings(args.metric_set, "--set", args.protocol)
     device = str(resolve_device(args.device))

@@ -23,6 +23,7 @@ from .losses import reparameterize, tc_from_logits
 from .methods import inference_encode
 from .metrics import METRICS, check_settings, estimate_total_correlation, evaluate_metrics
 from .metrics.protocol import metric_rng, resolve_settings
+from .rundir import RunError
 
 ALL_METRICS = (*METRICS, "tc")
 TC_SAMPLES = 10_000  # data points in the mixture and Monte-Carlo samples of the true-TC estimate
@@ -143,8 +144,6 @@ def evaluate_run(
 
 def write_eval(run_dir: str | Path, step: int, results: dict[str, Any]) -> None:
     """Merge ``results`` (stamped with ``step``) into ``run_dir/eval.json``, atomically."""
-    from .train import RunError
-
     path = Path(run_dir) / "eval.json"
     try:
         merged = json.loads(path.read_bytes().decode()) if path.exists() else {}

@@ -1,5 +1,6 @@
-"""A run directory's bookkeeping around training (train.py): status.json, the logs cut back on resume,
-the settings checked before step 1 and the one-line message a failed run ends with (docs/reliability.md).
+"""A run directory's bookkeeping around training (train.py): its errors, the device, status.json, the logs
+cut back on resume, the settings checked before step 1 and the one-line message a failed run ends with
+(docs/reliability.md). Everything above the training loop (load, evaluate, sweeps) takes these from here.
 """
 
 from __future__ import annotations
@@ -7,8 +8,36 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
 from .checkpoint import atomic_write_text, is_disk_full, mount_point, read_jsonl_lines
 from .config import Config, ConfigError
+
+
+class RunError(RuntimeError):
+    """A run directory cannot be created, resumed or continued."""
+
+
+class RunInterrupted(Exception):
+    """Training stopped on SIGINT/SIGTERM after writing a checkpoint."""
+
+    def __init__(self, out_dir: Path, step: int) -> None:
+        super().__init__(f"interrupted at step {step}, checkpoint saved; continue with "
+                         f"`factorvae train --resume {out_dir}`")
+        self.out_dir, self.step = out_dir, step
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RunError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    return torch.device(name)
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / "config.json").is_file()
+
 
 # settings that change how a run executes, not the weights it computes: a resume may change them
 RESUME_SETTINGS = ("steps", "eval_every", "eval_metrics", "eval_protocol", "threads", "device", "log_every",

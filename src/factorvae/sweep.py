@@ -28,9 +28,8 @@ from typing import Any
 
 from .checkpoint import append_jsonl, atomic_write_text, read_jsonl_lines
 from .config import Config, ConfigError, make_config
-from .rundir import one_line, write_status
+from .rundir import RunError, is_run_dir, one_line, write_status
 from .rundir_lock import DirLock, LockHeld
-from .train import RunError, is_run_dir
 
 SWEEP_FILE = "sweep.json"
 PARAM = {"factorvae": "gamma", "betavae": "beta"}  # the weight each model's grid varies (paper §4.1)
@@ -200,7 +199,7 @@ def _train_and_score(run, plan: EvalPlan) -> None:
 def _worker_main(argv: list[str]) -> int:
     """Subprocess entry point: ``python -m factorvae.sweep JOB_JSON RUN_DIR`` (threads set through env)."""
     from .orphans import die_with_parent
-    from .train import RunInterrupted
+    from .rundir import RunInterrupted
 
     # a background driver's children start with SIGINT ignored; make both signals stop the run cleanly
     # (inside fit() train.py checkpoints first; elsewhere, e.g. while scoring, the last checkpoint stands)

@@ -29,13 +29,17 @@ from .config import Config, ConfigError, make_config
 from .data import load as load_data
 from .health import all_finite, non_finite_names, unfit_state
 from .methods import build_method
-from .rundir import (
+from .rundir import (  # RunError, RunInterrupted, is_run_dir, resolve_device: importable from here as before
     RESUME_SETTINGS,
     WRITER_FILES,
+    RunError,
+    RunInterrupted,
     check_run_settings,
     failure_message,
+    is_run_dir,
     kept_log,
     one_line,
+    resolve_device,
     write_status,
 )
 from .rundir_lock import DirLock, LockHeld
@@ -45,34 +49,9 @@ from .tensorboard_log import TensorBoardLog, require_tensorboard
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
-class RunError(RuntimeError):
-    """A run directory cannot be created, resumed or continued."""
-
-
-class RunInterrupted(Exception):
-    """Training stopped on SIGINT/SIGTERM after writing a checkpoint."""
-
-    def __init__(self, out_dir: Path, step: int) -> None:
-        super().__init__(f"interrupted at step {step}, checkpoint saved; continue with "
-                         f"`factorvae train --resume {out_dir}`")
-        self.out_dir, self.step = out_dir, step
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RunError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
-    return torch.device(name)
-
-
 def noise_seed(seed: int) -> int:
     """The seed of a run's noise generator: derived from the run's seed, distinct from it."""
     return int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
-
-
-def is_run_dir(path: Path) -> bool:
-    return (path / "config.json").is_file()
 
 
 class Run:

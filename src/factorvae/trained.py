@@ -18,8 +18,7 @@ from .config import Config, make_config
 from .data import GroundTruthData
 from .data import load as load_data
 from .methods import build_method, inference_encode
-from .rundir import one_line
-from .train import RunError, is_run_dir, resolve_device
+from .rundir import RunError, is_run_dir, one_line, resolve_device
 
 
 class TrainedModel:

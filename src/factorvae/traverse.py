@@ -186,11 +186,8 @@ def prior_samples(model: Any, n: int = 36, seed: int = 0) -> np.ndarray:
 
 
 def _load_model(run_dir: Path, data_path: str | Path | None = None) -> Any:
-    import factorvae  # the package root, where the loader lives; imported late to avoid a cycle
+    from .trained import load  # late: figures need torch and the networks only when drawing from a checkpoint
 
-    load = getattr(factorvae, "load", None)
-    if load is None:
-        raise RuntimeError("this factorvae version has no factorvae.load(run_dir) to read a checkpoint with")
     return load(run_dir) if data_path is None else load(run_dir, data_path=data_path)
 
 

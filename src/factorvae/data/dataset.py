@@ -10,17 +10,18 @@ for, so the data set costs what the underlying object costs, and a ``DataLoader`
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from .factors import GroundTruthData, index_to_factors, to_float
+from .arrays import index_to_factors, to_float
 
 
 class FactorDataset(torch.utils.data.Dataset):
     """``data`` as a map-style torch data set of ``data.num_examples`` items, in index order."""
 
-    def __init__(self, data: GroundTruthData) -> None:
+    def __init__(self, data: Any) -> None:  # a GroundTruthData (not imported: factors.py imports this module)
         self.data = data
 
     def __len__(self) -> int:
