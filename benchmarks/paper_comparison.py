@@ -22,21 +22,11 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from factorvae.plots import read_jsonl  # skips a torn last line of a run still writing
+
 # paper-notes §6: 3·10^5 steps, 10 seeds, reconstruction error ≈ 45 nats for both
 PAPER = {("factorvae", 40.0): 0.82, ("betavae", 4.0): 0.73}
 PAPER_RECON = 45.0
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:  # a torn last line of a run still writing
-            continue
-    return out
 
 
 def load_runs(sweep_dir: Path) -> list[dict]:

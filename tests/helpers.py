@@ -64,3 +64,15 @@ def poison_train_step(monkeypatch, at_call: int, value: float) -> None:
         return numbers
 
     monkeypatch.setattr(FactorVAE, "train_step", poisoned)
+
+
+def cli_error_line(capsys, argv) -> str:
+    """Run the CLI on ``argv``; it must exit 2 with exactly one ``factorvae: error: ...`` line and no traceback."""
+    from factorvae.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    errors = [line for line in err.splitlines() if line.startswith("factorvae:")]
+    assert len(errors) == 1 and err.endswith(errors[0]) and "Traceback" not in err, err
+    assert errors[0].startswith("factorvae: error: ")
+    return errors[0]

@@ -21,6 +21,7 @@ from factorvae.cli import main
 from factorvae.config import ConfigError, make_config
 from factorvae.rundir_lock import DirLock
 from factorvae.train import RunError, prepare_run, resume, train
+from helpers import cli_error_line
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "factorvae"
 pytestmark = pytest.mark.usefixtures("one_thread")  # in-process training beside other jobs: see conftest
@@ -37,15 +38,6 @@ def _steps(path: Path) -> list[int]:
 
 def _status(run: Path) -> dict:
     return json.loads((run / "status.json").read_text())
-
-
-def _one_line_error(capsys, argv) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    errors = [line for line in err.splitlines() if line.startswith("factorvae:")]
-    assert len(errors) == 1 and err.endswith(errors[0]) and "Traceback" not in err, err
-    assert errors[0].startswith("factorvae: error: ")
-    return errors[0]
 
 
 # ---- 1. torn jsonl lines ----------------------------------------------------------------------------------
@@ -67,7 +59,7 @@ def test_a_damaged_earlier_line_is_refused_and_nothing_changes(tmp_path, small, 
     lines = (run / "log.jsonl").read_text().splitlines()
     (run / "log.jsonl").write_text(lines[0][:10] + "\n" + lines[1] + "\n")
     before = _files(run)
-    err = _one_line_error(capsys, ["train", "--resume", str(run), "--steps", "6", "--quiet"])
+    err = cli_error_line(capsys, ["train", "--resume", str(run), "--steps", "6", "--quiet"])
     assert "log.jsonl, line 1 of 2 is damaged" in err
     assert _files(run) == before
 
@@ -144,7 +136,7 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path, small, capsys):
     before = _files(tmp_path / "r")
     with pytest.raises(RunError, match=rf"in use by another process \(pid {os.getpid()} on "):
         prepare_run(None, tmp_path / "r", resume=True, steps=6)
-    err = _one_line_error(capsys, ["train", "--resume", str(tmp_path / "r"), "--steps", "6", "--quiet"])
+    err = cli_error_line(capsys, ["train", "--resume", str(tmp_path / "r"), "--steps", "6", "--quiet"])
     assert f"pid {os.getpid()}" in err
     assert _files(tmp_path / "r") == before
     first.close()
@@ -220,11 +212,11 @@ def test_sighup_stops_training_and_the_sweep_driver_cleanly():
 
 def test_a_sweep_refuses_repeated_values_and_a_busy_folder(tmp_path, capsys):
     out = tmp_path / "sw"
-    err = _one_line_error(capsys, ["sweep", "--model", "factorvae", "--gamma", "10,10", "--out", str(out)])
+    err = cli_error_line(capsys, ["sweep", "--model", "factorvae", "--gamma", "10,10", "--out", str(out)])
     assert "factorvae-gamma10-s0 more than once" in err
     out.mkdir()
     with DirLock(out, "sweep folder"):
-        err = _one_line_error(capsys, ["sweep", "--model", "factorvae", "--gamma", "10", "--out", str(out)])
+        err = cli_error_line(capsys, ["sweep", "--model", "factorvae", "--gamma", "10", "--out", str(out)])
     assert f"sweep folder {out} is in use by another process (pid {os.getpid()}" in err
     assert sorted(p.name for p in out.iterdir()) == []
 
@@ -287,7 +279,7 @@ def test_a_full_disk_is_one_line_and_a_failed_status(tmp_path, small, capsys, mo
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(checkpoint_module.torch, "save", full)
-    err = _one_line_error(capsys, ["train", "--resume", str(run), "--steps", "8", "--quiet"])
+    err = cli_error_line(capsys, ["train", "--resume", str(run), "--steps", "8", "--quiet"])
     assert f"no space left on {checkpoint_module.mount_point(run)} writing {run / 'checkpoint.pt'}" in err
     assert "the checkpoint of step 4 is intact" in err
     assert load_checkpoint(run / "checkpoint.pt")["step"] == 4
@@ -310,15 +302,15 @@ def test_stale_checkpoint_temp_files_are_removed_at_start(tmp_path, small):
 def test_resume_refuses_to_go_back_and_a_failed_resume_changes_nothing(tmp_path, small, capsys):
     run = train(make_config(steps=4, **small), tmp_path / "r", progress=False)
     before = _files(run)
-    err = _one_line_error(capsys, ["train", "--resume", str(run), "--steps", "2", "--quiet"])
+    err = cli_error_line(capsys, ["train", "--resume", str(run), "--steps", "2", "--quiet"])
     assert "--steps 2 is below step 4" in err
     torch.save({"not": "a checkpoint"}, run / "checkpoint.pt")
     before = _files(run)
-    err = _one_line_error(capsys, ["train", "--resume", str(run), "--steps", "6", "--quiet"])
+    err = cli_error_line(capsys, ["train", "--resume", str(run), "--steps", "6", "--quiet"])
     assert "cannot read" in err and "checkpoint.pt" in err
     assert _files(run) == before  # config.json (steps 4) not rewritten to 6
     (run / "config.json").write_bytes(b"\xff\xfe{")
-    err = _one_line_error(capsys, ["train", "--resume", str(run), "--quiet"])
+    err = cli_error_line(capsys, ["train", "--resume", str(run), "--quiet"])
     assert "cannot read config" in err
 
 
@@ -330,7 +322,7 @@ def test_unwritable_run_files_are_one_line(tmp_path, small, capsys, monkeypatch)
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
 
     monkeypatch.setattr(checkpoint_module.tempfile, "mkstemp", denied)
-    err = _one_line_error(capsys, ["train", "--resume", str(run), "--steps", "4", "--quiet"])
+    err = cli_error_line(capsys, ["train", "--resume", str(run), "--steps", "4", "--quiet"])
     assert "Permission denied" in err and str(run) in err
     assert _files(run) == before
 

@@ -14,18 +14,10 @@ from factorvae.cli import main
 from factorvae.config import ConfigError, make_config
 from factorvae.data import DataError, index_to_factors, load
 from factorvae.train import train
+from helpers import cli_error_line
 
 SMALL = ["--batch-size", "8", "--set", "d_hidden=64", "--set", "log_every=2", "--quiet"]
 pytestmark = pytest.mark.usefixtures("one_thread")  # in-process training beside other jobs: see conftest
-
-
-def _one_line_error(capsys, argv) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    errors = [line for line in err.splitlines() if line.startswith("factorvae:")]
-    assert len(errors) == 1 and err.endswith(errors[0]) and "Traceback" not in err, err
-    assert errors[0].startswith("factorvae: error: ")
-    return errors[0]
 
 
 def _npz(path: Path, imgs=None, sizes=(3, 2, 2, 2, 2)) -> Path:
@@ -59,7 +51,7 @@ def _npz(path: Path, imgs=None, sizes=(3, 2, 2, 2, 2)) -> Path:
     (["--dataset", "chairs", "--data-path", "/nonexistent/chairs"], "not found"),
 ])
 def test_bad_training_settings(capsys, tmp_path, argv, message):
-    err = _one_line_error(capsys, ["train", "--out", str(tmp_path / "r"), *argv])
+    err = cli_error_line(capsys, ["train", "--out", str(tmp_path / "r"), *argv])
     assert message in err
     assert not (tmp_path / "r").exists()
 
@@ -72,7 +64,7 @@ def test_bad_training_settings(capsys, tmp_path, argv, message):
 ])
 def test_bad_npz_pixels_are_refused(tmp_path, capsys, imgs, message):
     path = _npz(tmp_path / "d.npz", imgs)
-    err = _one_line_error(capsys, ["train", "--data-path", str(path), "--out", str(tmp_path / "r")])
+    err = cli_error_line(capsys, ["train", "--data-path", str(path), "--out", str(tmp_path / "r")])
     assert message in err and not (tmp_path / "r").exists()
 
 
@@ -87,13 +79,13 @@ def test_empty_and_scalar_h5_are_refused(tmp_path, images):
 
 def test_bad_output_paths_and_limits(tmp_path, capsys):
     (tmp_path / "file").write_text("not a folder")
-    err = _one_line_error(capsys, ["sweep", "--model", "factorvae", "--gamma", "10", "--out", str(tmp_path / "file")])
+    err = cli_error_line(capsys, ["sweep", "--model", "factorvae", "--gamma", "10", "--out", str(tmp_path / "file")])
     assert "is a file, not a sweep folder" in err
-    err = _one_line_error(capsys, ["data", "preview", "dsprites", "--out", str(tmp_path)])
+    err = cli_error_line(capsys, ["data", "preview", "dsprites", "--out", str(tmp_path)])
     assert "is a folder; give the name of the file to write" in err
-    err = _one_line_error(capsys, ["data", "preview", "dsprites", "--out", str(tmp_path / "no" / "x.png")])
+    err = cli_error_line(capsys, ["data", "preview", "dsprites", "--out", str(tmp_path / "no" / "x.png")])
     assert "does not exist" in err
-    err = _one_line_error(capsys, ["traverse", str(tmp_path), "--limit", "nan"])
+    err = cli_error_line(capsys, ["traverse", str(tmp_path), "--limit", "nan"])
     assert "--limit a finite number > 0" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
@@ -105,10 +97,10 @@ def test_corrupt_or_crafted_checkpoints_and_files(tmp_path, small, capsys):
     torch.save({"step": 2, "config": json.dumps({"steps": 2}), "modules": {"encoder": {"w": torch.zeros(3)}}},
                run / "checkpoint.pt")  # loads with weights_only, but holds the wrong networks
     for argv in (["evaluate", str(run), "--metrics", "mig"], ["traverse", str(run)]):
-        assert "cannot load the networks of" in _one_line_error(capsys, argv)
+        assert "cannot load the networks of" in cli_error_line(capsys, argv)
     (run / "checkpoint.pt").write_bytes(b"PK\x03\x04 garbage")
     for argv in (["evaluate", str(run), "--metrics", "mig"], ["traverse", str(run)]):
-        assert "cannot read" in _one_line_error(capsys, argv)
+        assert "cannot read" in cli_error_line(capsys, argv)
     (run / "eval.json").write_bytes(b"\xff not utf-8")
     assert not (run / "figures").exists()
 
@@ -123,7 +115,7 @@ def test_a_run_can_be_pointed_at_data_that_moved(tmp_path, capsys):
     moved = tmp_path / "elsewhere.npz"
     shutil.move(data, moved)
     metric = ["--metrics", "mig", "--set", "mig.num_train=200"]
-    assert "not found" in _one_line_error(capsys, ["evaluate", str(run), *metric])
+    assert "not found" in cli_error_line(capsys, ["evaluate", str(run), *metric])
     assert main(["evaluate", str(run), *metric, "--data-path", str(moved)]) == 0
     assert json.loads((run / "eval.json").read_text())["mig"]["step"] == 2
     assert main(["traverse", str(run), "--seeds", "1", "--data-path", str(moved)]) == 0

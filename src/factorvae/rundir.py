@@ -72,7 +72,12 @@ def kept_log(path: Path, last_step: int) -> str | None:
 
 
 def check_run_settings(config: Config, has_factors: bool) -> None:
-    """Settings that would fail only later, at the first evaluation: refused before step 1."""
+    """Settings that would fail only later (at the first evaluation, or when TensorBoard is first written to):
+    refused before step 1 and before any file changes."""
+    if config.tensorboard:
+        from .tensorboard_log import require_tensorboard
+
+        require_tensorboard()
     if config.eval_every and not has_factors:
         raise ConfigError(f"eval_every: data set '{config.dataset}' has no ground-truth factors, so there is "
                           "nothing to score during training; use --eval-every 0 (a resume may change it)")

@@ -44,7 +44,7 @@ from .rundir import (  # RunError, RunInterrupted, is_run_dir, resolve_device: i
 )
 from .rundir_lock import DirLock, LockHeld
 from .runtime import configure_cpu
-from .tensorboard_log import TensorBoardLog, require_tensorboard
+from .tensorboard_log import TensorBoardLog
 
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
@@ -163,8 +163,6 @@ def prepare_run(
         raise RunError(f"{out_dir} already holds a run; continue it with --resume {out_dir} or choose another --out")
     if out_dir.exists() and not out_dir.is_dir():
         raise RunError(f"--out {out_dir} is a file, not a folder")
-    if config.tensorboard:
-        require_tensorboard()
     run = Run(config, out_dir)  # builds data and networks first, so bad settings leave no folder behind
     check_run_settings(config, run.data.has_factors)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -194,8 +192,6 @@ def _reopen(out_dir: Path, changes: dict) -> Run:
             raise ConfigError(f"a resume may change only {', '.join(RESUME_SETTINGS)}; {', '.join(fixed)} "
                               f"{'is' if len(fixed) == 1 else 'are'} fixed by {out_dir}/config.json")
         config = make_config(saved, **changes) if changes else saved
-        if config.tensorboard:
-            require_tensorboard()
         run = Run(config, out_dir)
         check_run_settings(config, run.data.has_factors)
         if (out_dir / "checkpoint.pt").exists():
