@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from factorvae.config import make_config
-from factorvae.train import fit, prepare_run
+from factorvae.training.loop import fit, prepare_run
 
 PAPER_STEPS = 300_000
 TARGET_MINUTES = 10.0

@@ -25,15 +25,16 @@ import numpy as np
 import torch
 
 from factorvae.data import load
+from factorvae.kernels import InferenceEncoder
 from factorvae.metrics import METRICS, CodePool, evaluate_metrics
-from factorvae.nets import Encoder, InferenceEncoder
+from factorvae.nets import Encoder
 
 
 class CountingEncoder:
     """The representation function: observations (n, 1, 64, 64) float32 -> encoder means (n, D).
 
     ``mode`` is how the encoder runs: "eager" (the module, NCHW), "channels_last" (the module, NHWC) or
-    "inference" (:class:`factorvae.nets.InferenceEncoder`, what ``factorvae evaluate`` uses).
+    "inference" (:class:`factorvae.kernels.InferenceEncoder`, what ``factorvae evaluate`` uses).
     A randomly initialised encoder's means barely vary across dSprites (std < 0.05 in every dimension),
     so the FactorVAE metric would prune every dimension as collapsed and stop after its variance sample.
     ``scale`` (1 / std measured on a calibration batch) makes the codes vary as a trained encoder's do;

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from factorvae.plots import read_jsonl  # skips a torn last line of a run still writing
+from factorvae.figures.plots import read_jsonl  # skips a torn last line of a run still writing
 
 # paper-notes §6: 3·10^5 steps, 10 seeds, reconstruction error ≈ 45 nats for both
 PAPER = {("factorvae", 40.0): 0.82, ("betavae", 4.0): 0.73}

@@ -3,7 +3,8 @@
     python benchmarks/report_speed.py RUN_DIR [--seeds 3] [--threads N]
 
 Prints the seconds spent importing, loading the model (``factorvae.load``), drawing every figure
-(:func:`factorvae.traverse.write_visuals`) and writing the report (:func:`factorvae.report.write_report`,
+(:func:`factorvae.figures.traverse.write_visuals`) and writing the report
+(:func:`factorvae.figures.report.write_report`,
 which then reuses the figures just drawn). The target for a trained dSprites run is under 20 s in all on
 a CPU. Writes ``RUN_DIR/figures/`` and ``RUN_DIR/report.html`` like the CLI does.
 """
@@ -30,8 +31,8 @@ def main() -> int:
     import torch
 
     import factorvae
-    from factorvae.report import write_report
-    from factorvae.traverse import write_visuals
+    from factorvae.figures.report import write_report
+    from factorvae.figures.traverse import write_visuals
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -17,8 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from factorvae.sweep_report import collect, write_sweep_report
-from factorvae.traverse import write_visuals
+from factorvae.experiments.report import collect, write_sweep_report
+from factorvae.figures.traverse import write_visuals
 
 HERE = Path(__file__).resolve().parent
 

@@ -2,7 +2,7 @@
 
 A grid of short FactorVAE runs (paper networks, batch 64, built-in dSprites, γ ∈ {10, 20, 30, 40}) is
 trained (a) one run after another in this process with torch's default thread count, as a user would with
-a shell loop over `factorvae train`, and (b) by `factorvae.sweep` with the local backend and the given
+a shell loop over `factorvae train`, and (b) by `factorvae.experiments.sweep` with the local backend and the given
 workers × threads. Both include building the data and networks of every run; (b) also pays one Python
 start per run. Printed: total runs·steps/s of each and the ratio (target ≥ 1.5×). The machine is shared,
 so the load average is printed beside the numbers; compare only within one invocation.
@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 
 from factorvae.config import make_config
-from factorvae.sweep import sweep
-from factorvae.sweep_backends import available_cores, default_workers
-from factorvae.train import train
+from factorvae.experiments.backends import available_cores, default_workers
+from factorvae.experiments.sweep import sweep
+from factorvae.training.loop import train
 
 GAMMAS = (10.0, 20.0, 30.0, 40.0, 50.0, 100.0, 5.0, 1.0)  # the paper's γ grid first, then more if asked
 

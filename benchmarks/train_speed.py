@@ -4,7 +4,7 @@ FactorVAE of the same paper networks, measured in one run, plus GFLOP/s, rendere
     .venv/bin/python benchmarks/train_speed.py [--rounds 6] [--steps 50] [--threads 2] [--ladder]
 
 Every implementation trains in its own worker process (so process-wide settings such as the allocator
-tuning of `factorvae.runtime` cannot leak from one into another); the parent asks the workers in turn
+tuning of `factorvae.training.runtime` cannot leak from one into another); the parent asks the workers in turn
 for ``--steps`` steps, several rounds, so that load from other processes hits all of them alike, and
 reports medians. ``--ladder`` adds workers that each add one idea of docs/performance.md to the plain
 code, cumulatively, to show what each gave. Numbers on a shared machine are noisy: compare only within
@@ -30,8 +30,9 @@ from torch import nn
 
 from factorvae.config import make_config
 from factorvae.data.dsprites import DSprites
-from factorvae.nets import Decoder, Discriminator, Encoder, ImageDeconv
-from factorvae.runtime import keep_freed_memory
+from factorvae.kernels import ImageDeconv
+from factorvae.nets import Decoder, Discriminator, Encoder
+from factorvae.training.runtime import keep_freed_memory
 
 BATCH = 64
 GAMMA = 40.0
@@ -123,13 +124,13 @@ class PlainFactorVAE:
 
 
 def library_worker(warmup: int, out_dir: Path):
-    """The normal path: `prepare_run` + `fit` of factorvae.train on the built-in dSprites, paper settings.
+    """The normal path: `prepare_run` + `fit` of factorvae.training.loop on the built-in dSprites, paper settings.
 
     Each measured stretch is one `fit` call, which ends with a checkpoint; a real run writes one every
     5,000 steps, so the save (66 MB + fsync) is left out here rather than charged to a 50-step stretch."""
     import importlib
 
-    train_module = importlib.import_module("factorvae.train")  # the module; `factorvae.train` is the function
+    train_module = importlib.import_module("factorvae.training.loop")
     train_module.save_checkpoint = lambda path, state: None
     fit, prepare_run = train_module.fit, train_module.prepare_run
     big = 10**9  # no log line or checkpoint inside a measured stretch

@@ -11,8 +11,9 @@ import torch
 from factorvae.config import make_config
 from factorvae.data.dsprites import DSprites
 from factorvae.data.factors import to_float
-from factorvae.runtime import keep_freed_memory
-from factorvae.train import RunError, fit, prepare_run
+from factorvae.run.rundir import RunError
+from factorvae.training.loop import fit, prepare_run
+from factorvae.training.runtime import keep_freed_memory
 from helpers import poison_train_step
 
 

@@ -10,7 +10,8 @@ import torch
 import factorvae
 from factorvae.cli import main
 from factorvae.config import ConfigError, make_config
-from factorvae.train import RunError, resume, train
+from factorvae.run.rundir import RunError
+from factorvae.training.loop import resume, train
 
 SMALL_CLI = ["--batch-size", "8", "--set", "d_hidden=64", "--set", "log_every=2", "--quiet"]
 

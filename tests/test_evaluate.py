@@ -7,7 +7,7 @@ import pytest
 from factorvae.config import make_config
 from factorvae.data import DataError
 from factorvae.evaluate import evaluate_run, format_table
-from factorvae.train import train
+from factorvae.training.loop import train
 
 TINY = {"factorvae": {"num_train": 50, "num_eval": 50, "num_variance": 500, "vote_size": 20},
         "mig": {"num_train": 500}}

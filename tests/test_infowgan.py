@@ -8,12 +8,12 @@ import pytest
 import torch
 
 import factorvae
-from factorvae.checkpoint import load_checkpoint
 from factorvae.config import ConfigError, make_config
 from factorvae.losses import gaussian_log_density, gradient_penalty
 from factorvae.methods import METHODS, build_method
 from factorvae.methods.infowgan_gp import InfoWGANGP
-from factorvae.train import resume, train
+from factorvae.run.checkpoint import load_checkpoint
+from factorvae.training.loop import resume, train
 from helpers import assert_state_equal as _assert_equal
 from helpers import params as _params
 from helpers import same as _same

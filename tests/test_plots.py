@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from factorvae import plots, traverse
+from factorvae.figures import plots, traverse
 
 D, SIDE = 4, 8
 # per-dimension log-variances chosen so the KL ranking is known: KL_d = 0.5 (e^lv - lv - 1) (+ tiny mu² term)

@@ -15,12 +15,15 @@ import pytest
 import torch
 from PIL import Image
 
-import factorvae.checkpoint as checkpoint_module
-from factorvae.checkpoint import append_jsonl, load_checkpoint
+import factorvae.files as checkpoint_module
+import factorvae.run.checkpoint as saved_module
 from factorvae.cli import main
 from factorvae.config import ConfigError, make_config
-from factorvae.rundir_lock import DirLock
-from factorvae.train import RunError, prepare_run, resume, train
+from factorvae.files import append_jsonl
+from factorvae.run.checkpoint import load_checkpoint
+from factorvae.run.lock import DirLock
+from factorvae.run.rundir import RunError
+from factorvae.training.loop import prepare_run, resume, train
 from helpers import cli_error_line
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "factorvae"
@@ -147,13 +150,13 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path, small, capsys):
 
 def _python(code: str) -> subprocess.Popen:
     """A python child running ``code`` with factorvae's stdlib-only modules importable (no torch: fast)."""
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(SRC / sub) for sub in ("run", "experiments"))}
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=env, stdout=subprocess.PIPE, text=True)
 
 
 def test_the_lock_dies_with_its_holder(tmp_path):
     child = _python(f"""
-        import time, rundir_lock
+        import time, lock as rundir_lock
         lock = rundir_lock.DirLock({str(tmp_path)!r})
         print("locked", flush=True)
         time.sleep(60)
@@ -200,8 +203,8 @@ def _state(pid: int) -> str:
 
 
 def test_sighup_stops_training_and_the_sweep_driver_cleanly():
-    from factorvae.sweep_backends import SigtermStops
-    from factorvae.train import _StopSignal
+    from factorvae.experiments.backends import SigtermStops
+    from factorvae.training.loop import _StopSignal
 
     with _StopSignal() as stop:
         os.kill(os.getpid(), signal.SIGHUP)  # the terminal closed
@@ -278,7 +281,7 @@ def test_a_full_disk_is_one_line_and_a_failed_status(tmp_path, small, capsys, mo
         real_save({"part": torch.zeros(1000)}, f)
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(checkpoint_module.torch, "save", full)
+    monkeypatch.setattr(saved_module.torch, "save", full)
     err = cli_error_line(capsys, ["train", "--resume", str(run), "--steps", "8", "--quiet"])
     assert f"no space left on {checkpoint_module.mount_point(run)} writing {run / 'checkpoint.pt'}" in err
     assert "the checkpoint of step 4 is intact" in err

@@ -13,7 +13,7 @@ from PIL import Image
 from factorvae.cli import main
 from factorvae.config import ConfigError, make_config
 from factorvae.data import DataError, index_to_factors, load
-from factorvae.train import train
+from factorvae.training.loop import train
 from helpers import cli_error_line
 
 SMALL = ["--batch-size", "8", "--set", "d_hidden=64", "--set", "log_every=2", "--quiet"]
@@ -168,8 +168,8 @@ def _write(path: Path, obj) -> None:
 
 
 def test_reports_escape_every_value_from_a_file(tmp_path):
-    from factorvae.report import write_report
-    from factorvae.sweep_report import write_sweep_report
+    from factorvae.experiments.report import write_sweep_report
+    from factorvae.figures.report import write_report
 
     sweep = tmp_path / "sw"
     name = "factorvae-gamma40-s0"
@@ -209,7 +209,7 @@ LOOPBACK = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFF
 
 def test_a_local_ray_instance_listens_on_loopback_only():
     ray = pytest.importorskip("ray")
-    from factorvae.sweep_backends import init_local_ray
+    from factorvae.experiments.backends import init_local_ray
 
     if not Path("/proc/net/tcp").exists():
         pytest.skip("needs Linux's /proc/net to list sockets")

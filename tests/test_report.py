@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from factorvae.report import write_report
+from factorvae.figures.report import write_report
 
 SIDE, D = 32, 5
 FACTORS = ("posX", "posY", "scale")

@@ -15,9 +15,10 @@ from torch import nn
 
 from factorvae.config import make_config
 from factorvae.evaluate import _encode_fn
+from factorvae.kernels import ImageDeconv, InferenceEncoder, _PatchDeconv
 from factorvae.losses import bernoulli_nll, discriminator_loss, kl_normal, permute_dims, reparameterize, tc_from_logits
 from factorvae.methods import build_method
-from factorvae.nets import Encoder, ImageDeconv, InferenceEncoder, _PatchDeconv
+from factorvae.nets import Encoder
 
 
 def _batches(seed):

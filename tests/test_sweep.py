@@ -10,13 +10,15 @@ import time
 import pytest
 import torch
 
-from factorvae.checkpoint import load_checkpoint
 from factorvae.cli import main
 from factorvae.config import ConfigError, make_config
-from factorvae.presets import EXPERIMENTS, get, runs
-from factorvae.sweep import EvalPlan, execute_run, make_grid, run_state, sweep
-from factorvae.sweep_backends import default_workers
-from factorvae.train import train
+from factorvae.experiments.backends import default_workers
+from factorvae.experiments.grid import EvalPlan, make_grid
+from factorvae.experiments.presets import EXPERIMENTS, get, runs
+from factorvae.experiments.sweep import sweep
+from factorvae.experiments.worker import execute_run, run_state
+from factorvae.run.checkpoint import load_checkpoint
+from factorvae.training.loop import train
 
 TINY = {"batch_size": 8, "d_hidden": 64, "log_every": 2, "checkpoint_every": 4}
 # metric samples small enough for a test; every result records them

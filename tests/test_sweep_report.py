@@ -6,7 +6,7 @@ import math
 import pytest
 
 from factorvae.cli import main
-from factorvae.sweep_report import collect, summarize, tradeoff_figure, write_sweep_report
+from factorvae.experiments.report import collect, summarize, tradeoff_figure, write_sweep_report
 
 # (model, param, value) -> per-seed (metric, recon, tc); known answers for the mean ± std
 CELLS = {

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 import factorvae
-from factorvae.checkpoint import load_checkpoint, save_checkpoint
 from factorvae.config import make_config
-from factorvae.train import RunError, prepare_run, resume, train
+from factorvae.run.checkpoint import load_checkpoint, save_checkpoint
+from factorvae.run.rundir import RunError
+from factorvae.training.loop import prepare_run, resume, train
 from helpers import assert_state_equal as _assert_state_equal
 from helpers import poison_train_step
 
@@ -122,7 +123,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes(tmp_path):
 
 
 def test_noise_stream_is_not_the_initialisation_stream(tmp_path, small):
-    from factorvae.train import Run, noise_seed
+    from factorvae.training.state import Run, noise_seed
 
     # on CPU a generator seeded like the global RNG would replay the numbers that drew the initial weights
     assert noise_seed(0) != 0 and noise_seed(0) != noise_seed(1) and noise_seed(3) == noise_seed(3)

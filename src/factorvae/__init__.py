@@ -5,8 +5,8 @@ directory), ``load`` (a trained model), ``data.load`` (a data set).
 """
 
 from .config import Config, make_config
-from .train import resume, train
-from .trained import TrainedModel, load
+from .run.trained import TrainedModel, load
+from .training.loop import resume, train
 
 __version__ = "0.1.0"
 __all__ = ["Config", "make_config", "train", "resume", "load", "TrainedModel"]

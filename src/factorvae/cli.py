@@ -72,7 +72,8 @@ def _train_overrides(args, flags: tuple[str, ...] = _TRAIN_FLAGS) -> dict:
 
 
 def cmd_train(args) -> int:
-    from .train import RESUME_SETTINGS, fit, prepare_run
+    from .run.rundir import RESUME_SETTINGS
+    from .training.loop import fit, prepare_run
 
     overrides = _train_overrides(args)
     if args.resume:
@@ -119,7 +120,7 @@ def _add_evaluate(sub) -> None:
 
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_run, print_table
-    from .rundir import resolve_device
+    from .run.rundir import resolve_device
 
     settings = _metric_settings(args.metric_set, "--set", args.protocol)
     device = str(resolve_device(args.device))
@@ -187,7 +188,7 @@ def _add_visuals(sub) -> None:
 
 
 def cmd_traverse(args) -> int:
-    from .traverse import write_visuals
+    from .figures.traverse import write_visuals
 
     if args.seeds < 1 or args.steps < 2 or not (math.isfinite(args.limit) and args.limit > 0) or args.seed < 0:
         raise ConfigError("--seeds must be >= 1, --steps >= 2, --limit a finite number > 0 and --seed >= 0")
@@ -201,14 +202,14 @@ def cmd_traverse(args) -> int:
 def cmd_report(args) -> int:
     path = Path(args.path)
     if (path / "sweep.json").is_file():
-        from .sweep_report import write_sweep_report
+        from .experiments.report import write_sweep_report
 
         if args.data_path:
             raise ConfigError("--data-path applies to a run directory; a sweep report reads no data")
         out = write_sweep_report(path)
     else:
-        from .report import write_report
-        from .train import RunError, is_run_dir
+        from .figures.report import write_report
+        from .run.rundir import RunError, is_run_dir
 
         if not is_run_dir(path):
             raise RunError(f"{path} is neither a run directory (config.json) nor a sweep folder (sweep.json)")
@@ -224,7 +225,7 @@ def _add_export(sub) -> None:
 
 
 def cmd_export(args) -> int:
-    from .export import ExportError, export_run
+    from .run.export import ExportError, export_run
 
     try:
         out = export_run(args.run_dir, args.out)
@@ -262,7 +263,7 @@ def _add_sweep(sub) -> None:
     p.add_argument("--out", required=True, help="sweep folder (created; rerun the command to resume)")
     _add_sweep_options(p)
     r = sub.add_parser("reproduce", help="run one of the paper's experiments (see docs/sweeps.md)")
-    from .presets import EXPERIMENTS
+    from .experiments.presets import EXPERIMENTS
 
     r.add_argument("name", choices=sorted(EXPERIMENTS), help="the experiment")
     r.add_argument("--scale", type=float, default=1.0, help="shrink steps and seeds by this factor (default 1)")
@@ -301,7 +302,7 @@ def _metric_settings(items: list[str], flag: str, protocol: str) -> dict[str, di
 
 
 def _sweep_kwargs(args) -> dict:
-    from .sweep import EvalPlan
+    from .experiments.grid import EvalPlan
 
     eval_settings = _metric_settings(args.eval_set, "--eval-set", args.protocol)
     metrics = () if args.metrics.strip().lower() == "none" else tuple(m.strip() for m in args.metrics.split(","))
@@ -320,7 +321,8 @@ def _sweep_done(summary: dict) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .sweep import PARAM, make_grid, run_sweep
+    from .experiments.grid import PARAM, make_grid
+    from .experiments.sweep import run_sweep
 
     values = {"beta": _floats(args.beta, "beta"), "gamma": _floats(args.gamma, "gamma")}
     models = [m.strip() for m in args.model.split(",") if m.strip()]
@@ -335,8 +337,8 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from .presets import get, runs
-    from .sweep import run_sweep
+    from .experiments.presets import get, runs
+    from .experiments.sweep import run_sweep
 
     scaled = get(args.name).scaled(args.scale, args.seeds)
     if args.eval_every is None:
@@ -366,7 +368,7 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "data": cmd_data, "tra
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .train import RunError, RunInterrupted
+    from .run.rundir import RunError, RunInterrupted
 
     args = build_parser().parse_args(argv)
     try:

@@ -17,13 +17,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write_text, json_safe
 from .data import DataError, GroundTruthData
+from .files import atomic_write_text, json_safe
 from .losses import reparameterize, tc_from_logits
 from .methods import inference_encode
 from .metrics import METRICS, check_settings, estimate_total_correlation, evaluate_metrics
 from .metrics.protocol import metric_rng, resolve_settings
-from .rundir import RunError
+from .run.rundir import RunError
+from .run.trained import load
 
 ALL_METRICS = (*METRICS, "tc")
 TC_SAMPLES = 10_000  # data points in the mixture and Monte-Carlo samples of the true-TC estimate
@@ -128,8 +129,6 @@ def evaluate_run(
 
     ``data_path``: the run's data set read from there instead of where it was trained (the data moved).
     """
-    from .trained import load
-
     names = check_metric_names(names)
     check_eval_settings(protocol, settings)
     model = load(run_dir, device=device, data_path=data_path)

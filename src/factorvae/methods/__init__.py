@@ -12,7 +12,8 @@ from collections.abc import Callable
 import torch
 
 from ..config import Config
-from ..nets import Encoder, InferenceEncoder, glorot_init
+from ..kernels import InferenceEncoder
+from ..nets import Encoder, glorot_init
 from .factorvae import FactorVAE
 from .infowgan_gp import InfoWGANGP
 from .vae import BetaVAE

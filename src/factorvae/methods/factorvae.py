@@ -21,6 +21,7 @@ from collections.abc import Callable
 import torch
 
 from ..config import Config
+from ..kernels import channels_last_on_cpu
 from ..losses import (
     bernoulli_nll,
     discriminator_accuracy,
@@ -30,7 +31,7 @@ from ..losses import (
     reparameterize,
     tc_from_logits,
 )
-from ..nets import Decoder, Discriminator, Encoder, channels_last_on_cpu
+from ..nets import Decoder, Discriminator, Encoder
 
 
 class FactorVAE:

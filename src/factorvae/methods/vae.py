@@ -10,8 +10,9 @@ from collections.abc import Callable
 import torch
 
 from ..config import Config
+from ..kernels import channels_last_on_cpu
 from ..losses import bernoulli_nll, kl_normal, reparameterize
-from ..nets import Decoder, Encoder, channels_last_on_cpu
+from ..nets import Decoder, Encoder
 
 
 class BetaVAE:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import ConfigError
+from ..config import ConfigError
 
 
 @dataclass(frozen=True)
@@ -96,9 +96,9 @@ def get(name: str) -> Experiment:
 
 
 def runs(scaled: ScaledExperiment, overrides: dict[str, Any] | None = None) -> list:
-    """The experiment's runs (``factorvae.sweep.RunSpec``), seed-major across both grids, so that a
+    """The experiment's runs (``factorvae.experiments.grid.RunSpec``), seed-major across both grids, so that a
     reproduction stopped early holds every setting for its first seeds."""
-    from .sweep import make_grid
+    from .grid import make_grid
 
     e = scaled.experiment
     shared = {**e.overrides, **(overrides or {})}

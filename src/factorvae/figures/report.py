@@ -4,7 +4,7 @@
 eval.json, status.json, checkpoint.pt, figures/) and writes ``run_dir/report.html``: images embedded as
 base64 data URIs, inline CSS, no scripts and no network, so the file can be mailed or archived alone.
 A run missing parts (interrupted, never evaluated, older layout) still gets a report that says what is
-missing and which command produces it. Figures are drawn once by :func:`factorvae.traverse.write_visuals`
+missing and which command produces it. Figures are drawn once by :func:`factorvae.figures.traverse.write_visuals`
 and reused here; they are redrawn only when the checkpoint (or the log, for the curves) is newer.
 """
 
@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import atomic_write_bytes, atomic_write_text
+from ..files import atomic_write_bytes, atomic_write_text
 from .plots import curves_from_run, figure_to_png, read_json, read_jsonl
 
 MODEL_FIGURES = ("traversal_seed0.png", "traversal.gif", "reconstructions.png", "samples.png")
@@ -308,7 +308,7 @@ def write_report(run_dir: str | Path, *, model: Any = None, data_path: str | Pat
     """Write ``run_dir/report.html`` (self-contained) and return its path.
 
     Figures missing or older than the checkpoint are drawn first with
-    :func:`factorvae.traverse.write_visuals` (``model`` is passed through, else loaded from the run).
+    :func:`factorvae.figures.traverse.write_visuals` (``model`` is passed through, else loaded from the run).
     """
     run_dir = Path(run_dir)
     figure_error = _refresh_figures(run_dir, model, data_path)

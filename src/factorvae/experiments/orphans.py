@@ -5,7 +5,7 @@ driver, which forwards one stop to each), which also means nothing stops them wh
 with SIGKILL: they would train on, unseen, and a rerun of the sweep would start a second writer. So each
 worker asks the kernel for SIGTERM when its parent ends (Linux ``prctl(PR_SET_PDEATHSIG)``), and where
 that is unavailable, a daemon thread polls the parent's pid. SIGTERM makes a training worker write a
-checkpoint and exit (train.py), so the next run of the sweep resumes it exactly.
+checkpoint and exit (training/loop.py), so the next run of the sweep resumes it exactly.
 
 This module uses only the standard library, so it can be tested without importing torch.
 """

@@ -1,6 +1,6 @@
 """Where a sweep's runs execute, and how many at once (paper §4.1 sweeps; issue 8, many runs per machine).
 
-- ``local``: at most ``workers`` subprocesses of ``python -m factorvae.sweep`` at a time, each with
+- ``local``: at most ``workers`` subprocesses of ``python -m factorvae.experiments.worker`` at a time, each with
   ``threads`` torch threads set through OMP_NUM_THREADS / MKL_NUM_THREADS before torch is imported, so that
   workers × threads ≤ cores. A subprocess per run also isolates crashes (an out-of-memory kill loses one
   run, not the sweep), and Ctrl-C / SIGTERM reach each run once so that it checkpoints before stopping.
@@ -26,9 +26,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError
-from .rundir_lock import DirLock, LockHeld
-from .sweep import INTERRUPTED, EvalPlan, RunSpec, execute_run, outcome
+from ..config import ConfigError
+from ..run.lock import DirLock, LockHeld
+from .grid import EvalPlan, RunSpec
+from .worker import INTERRUPTED, execute_run, outcome
 
 Record = Callable[[RunSpec, dict, float], None]  # (run, its outcome, seconds): the driver's bookkeeping
 
@@ -112,8 +113,8 @@ class _Local:
                 # a session of its own: a terminal's Ctrl-C reaches only the driver, which forwards one SIGINT
                 # so every run checkpoints once instead of aborting on a second signal. The worker asks for
                 # SIGTERM when this thread ends (orphans.py); the thread lives until the worker exits (wait below)
-                proc = subprocess.Popen([sys.executable, "-m", "factorvae.sweep", job, str(run_dir)], stdout=f,
-                                        stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+                proc = subprocess.Popen([sys.executable, "-m", "factorvae.experiments.worker", job, str(run_dir)],
+                                        stdout=f, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
             self.children.add(proc)
         progress.line(f"start {spec.name}")
         rc = proc.wait()
@@ -189,7 +190,7 @@ def _ray_task(overrides: dict, plan: dict, name: str, files: dict[str, bytes], t
 def _store_files(run_dir: Path, files: Mapping[str, bytes]) -> None:
     """Write a run's returned files atomically; status.json last, so a reader never sees a finished run with
     older weights."""
-    from .checkpoint import atomic_write_bytes
+    from ..files import atomic_write_bytes
 
     for fname in sorted(files, key=lambda f: f == "status.json"):
         atomic_write_bytes(run_dir / fname, files[fname])

@@ -6,7 +6,8 @@ Every write is atomic. The checkpoint holds the networks, the optimizers, the to
 states and the log window's running sums, so stopping at step N and resuming gives bit-identical
 weights and the same log as training straight through (on CPU).
 
-One process writes a run directory at a time (rundir_lock.py: a flock held from :func:`prepare_run` until
+The run in memory is :class:`~.state.Run`; opening a directory for it (new or resumed) is prepare.py.
+One process writes a run directory at a time (run/lock.py: a flock held from :func:`prepare_run` until
 :meth:`Run.close`). Every number a step returns must be finite, and the weights fit to keep
 (health.py), before a checkpoint is written; however training ends, status.json ends in a final state
 ("finished", "interrupted" or "failed" with a one-line reason), except after a kill -9, which leaves
@@ -15,217 +16,21 @@ One process writes a run directory at a time (rundir_lock.py: a flock held from 
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from .checkpoint import append_jsonl, atomic_write_text, load_checkpoint, remove_stale_temps, save_checkpoint
-from .config import Config, ConfigError, make_config
-from .data import load as load_data
+from ..config import Config
+from ..files import append_jsonl
+from ..run.checkpoint import save_checkpoint
+from ..run.rundir import RunError, RunInterrupted, failure_message, write_status
 from .health import all_finite, non_finite_names, unfit_state
-from .methods import build_method
-from .rundir import (  # RunError, RunInterrupted, is_run_dir, resolve_device: importable from here as before
-    RESUME_SETTINGS,
-    WRITER_FILES,
-    RunError,
-    RunInterrupted,
-    check_run_settings,
-    failure_message,
-    is_run_dir,
-    kept_log,
-    one_line,
-    resolve_device,
-    write_status,
-)
-from .rundir_lock import DirLock, LockHeld
-from .runtime import configure_cpu
-from .tensorboard_log import TensorBoardLog
+from .prepare import prepare_run
+from .state import Run
+from .tensorboard import TensorBoardLog
 
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
-
-
-def noise_seed(seed: int) -> int:
-    """The seed of a run's noise generator: derived from the run's seed, distinct from it."""
-    return int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
-
-
-class Run:
-    """Everything a training run holds in memory: data, method, random state, log window."""
-
-    def __init__(self, config: Config, out_dir: Path) -> None:
-        self.config, self.out_dir = config, out_dir
-        configure_cpu(config.threads)
-        self.device = resolve_device(config.device)
-        self.data = load_data(config.dataset, config.data_path)
-        # on CUDA the built-in dSprites renders on the GPU, so only indices cross the bus; on CPU numpy's
-        # renderer is the faster one (docs/performance.md)
-        renderer = getattr(self.data, "renderer", None)
-        self.render = renderer(self.device) if renderer is not None and self.device.type == "cuda" else None
-        self.defer_checks = self.device.type == "cuda"  # non-finite loss checks only at steps that write
-        torch.manual_seed(config.seed)  # network initialisation
-        # reparameterisation noise and permute_dims: a stream of its own, since on CPU a generator seeded
-        # like the global one would replay the very numbers that drew the initial weights
-        self.generator = torch.Generator(device=self.device).manual_seed(noise_seed(config.seed))
-        self.rng = np.random.default_rng(config.seed)  # the data sampler
-        self.method = build_method(config, self.data.observation_shape[0], self.generator, self.device)
-        self.step = 0
-        self.last_good: int | None = None  # step of the checkpoint on disk
-        self.window: dict[str, torch.Tensor] = {}
-        self.window_count = 0
-        self.lock: DirLock | None = None
-        self.board: TensorBoardLog | None = None  # opened by fit() when config.tensorboard
-
-    def close(self) -> None:
-        """Let another process write the run directory (the lock also goes when the process ends)."""
-        if self.board is not None:
-            self.board.close()
-            self.board = None
-        if self.lock is not None:
-            self.lock.release()
-            self.lock = None
-
-    def next_batch(self) -> torch.Tensor:
-        """A training minibatch (B, C, H, W) float32 on the device. Indices always come from the numpy
-        sampler, so the data stream and exact resume are the same on every device."""
-        n = self.config.batch_size
-        if self.render is not None:
-            return self.render(self._to_device(torch.from_numpy(self.data.sample_indices(n, self.rng))))
-        return self._to_device(torch.from_numpy(self.data.sample_observations(n, self.rng)))
-
-    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
-        if self.device.type == "cuda":  # from pinned memory the copy is asynchronous: no sync per step
-            t = t.pin_memory()
-        return t.to(self.device, non_blocking=True)
-
-    def state(self) -> dict:
-        return {
-            "step": self.step,
-            "config": json.dumps(self.config.to_dict()),
-            "modules": {k: m.state_dict() for k, m in self.method.modules.items()},
-            "optimizers": {k: o.state_dict() for k, o in self.method.optimizers.items()},
-            "torch_rng": self.generator.get_state(),
-            "torch_global_rng": torch.get_rng_state(),
-            "numpy_rng": json.dumps(self.rng.bit_generator.state),
-            "window": dict(self.window),
-            "window_count": self.window_count,
-        }
-
-    def restore(self, state: dict) -> None:
-        for k, m in self.method.modules.items():
-            m.load_state_dict(state["modules"][k])
-        for k, o in self.method.optimizers.items():
-            o.load_state_dict(state["optimizers"][k])
-        self.generator.set_state(state["torch_rng"])
-        torch.set_rng_state(state["torch_global_rng"])
-        self.rng.bit_generator.state = json.loads(state["numpy_rng"])
-        self.window = {k: v.to(self.device) for k, v in state["window"].items()}
-        self.window_count = state["window_count"]
-        self.step = state["step"]
-
-    def accumulate(self, numbers: dict[str, torch.Tensor]) -> None:
-        for k, v in numbers.items():
-            self.window[k] = self.window[k] + v if k in self.window else v.clone()
-        self.window_count += 1
-
-    def flush_window(self, reset: bool = True) -> dict:
-        record = {}
-        for k, v in self.window.items():
-            mean = (v / self.window_count).cpu()
-            record[k] = mean.tolist() if mean.ndim else float(mean)
-        if reset:
-            self.window, self.window_count = {}, 0
-        return record
-
-
-def _lock(out_dir: Path) -> DirLock:
-    try:
-        return DirLock(out_dir)
-    except LockHeld as exc:
-        raise RunError(str(exc)) from None
-
-
-def prepare_run(
-    config: Config | None, out_dir: str | Path, resume: bool = False, steps: int | None = None,
-    settings: dict | None = None,
-) -> Run:
-    """Create a new run directory, or reopen one to resume (optionally to a new total ``steps`` and other
-    :data:`RESUME_SETTINGS`). The returned run holds the directory's lock until :meth:`Run.close`."""
-    out_dir = Path(out_dir)
-    if resume:
-        return _reopen(out_dir, {**(settings or {}), **({} if steps is None else {"steps": steps})})
-    assert config is not None, "a new run needs a config"
-    if is_run_dir(out_dir) or (out_dir / "checkpoint.pt").exists():
-        raise RunError(f"{out_dir} already holds a run; continue it with --resume {out_dir} or choose another --out")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise RunError(f"--out {out_dir} is a file, not a folder")
-    run = Run(config, out_dir)  # builds data and networks first, so bad settings leave no folder behind
-    check_run_settings(config, run.data.has_factors)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    lock = _lock(out_dir)
-    try:
-        if is_run_dir(out_dir):  # another process started a run here since the check above
-            raise RunError(f"{out_dir} already holds a run; continue it with --resume {out_dir}")
-        remove_stale_temps(out_dir, WRITER_FILES)
-        config.save(out_dir / "config.json")
-        write_status(out_dir, 0, "running")
-    except BaseException:
-        lock.release()
-        raise
-    run.lock = lock
-    return run
-
-
-def _reopen(out_dir: Path, changes: dict) -> Run:
-    """Resume: every check first (settings, checkpoint, logs), and only then any change on disk."""
-    if not is_run_dir(out_dir):
-        raise RunError(f"--resume {out_dir}: no run there (config.json missing); start one with --out")
-    lock = _lock(out_dir)
-    try:
-        saved = Config.load(out_dir / "config.json")
-        fixed = sorted(set(changes) - set(RESUME_SETTINGS))
-        if fixed:
-            raise ConfigError(f"a resume may change only {', '.join(RESUME_SETTINGS)}; {', '.join(fixed)} "
-                              f"{'is' if len(fixed) == 1 else 'are'} fixed by {out_dir}/config.json")
-        config = make_config(saved, **changes) if changes else saved
-        run = Run(config, out_dir)
-        check_run_settings(config, run.data.has_factors)
-        if (out_dir / "checkpoint.pt").exists():
-            _restore(run, out_dir / "checkpoint.pt")
-            run.last_good = run.step
-        if config.steps < run.step:
-            raise RunError(f"--steps {config.steps} is below step {run.step}, where {out_dir} stands; a run cannot "
-                           "go back (start a new one with --out)")
-        try:
-            logs = {name: kept_log(out_dir / name, run.step) for name in ("log.jsonl", "metrics.jsonl")}
-        except ValueError as exc:
-            raise RunError(str(exc)) from None
-        remove_stale_temps(out_dir, WRITER_FILES)
-        for name, text in logs.items():
-            if text is not None:
-                atomic_write_text(out_dir / name, text)
-        if config != saved:
-            config.save(out_dir / "config.json")
-        write_status(out_dir, run.step, "running")
-    except BaseException:
-        lock.release()
-        raise
-    run.lock = lock
-    return run
-
-
-def _restore(run: Run, path: Path) -> None:
-    try:
-        run.restore(load_checkpoint(path, map_location=run.device))
-    except Exception as exc:  # a corrupt checkpoint must not be silently replaced by a fresh start
-        raise RunError(f"cannot read {path} ({one_line(exc)}); it is left as it is") from exc
-    problem = unfit_state(run.method.modules, run.method.optimizers)
-    if problem:
-        raise RunError(f"{path} (step {run.step}) holds weights that are not fit to train from ({problem})")
 
 
 class _StopSignal:
@@ -385,7 +190,7 @@ def _final_status(run: Run, state: str, msg: str) -> None:
 
 
 def _evaluate_during_training(run: Run) -> None:
-    from .evaluate import evaluate_method
+    from ..evaluate import evaluate_method  # the metrics load only in a run that evaluates
 
     cfg = run.config
     try:

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import atomic_write_bytes, load_checkpoint
-from .config import Config, make_config
+from ..config import Config, make_config
+from ..files import atomic_write_bytes
+from .checkpoint import load_checkpoint
 
 FORMAT = "factorvae-export-1"
 KEPT = {"vae": ("encoder", "decoder"), "gan": ("generator", "critic")}  # by method kind

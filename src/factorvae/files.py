@@ -1,12 +1,12 @@
-"""Atomic file writes, durable log appends and checkpoints that never unpickle arbitrary objects.
+"""Atomic file writes and durable log appends: the bottom layer every writer of a run directory uses.
 
 Every file of a run directory is written to a temporary file in the same folder, flushed to disk and
 renamed over the target, so a crash mid-write leaves the previous version intact; a process killed in
 the middle leaves only its temporary file, which the next writer of the folder removes
 (:func:`remove_stale_temps`). The ``.jsonl`` logs grow by appends instead, one record per ``write`` call,
 fsynced; an append that fails part-way is cut back off, so only a kill during that one call can leave a
-torn last line, which resume drops (:func:`read_jsonl_lines`). Checkpoints hold only tensors and plain
-Python values and are read back with ``torch.load(weights_only=True)``.
+torn last line, which resume drops (:func:`read_jsonl_lines`). Checkpoints are written the same way
+(:mod:`factorvae.run.checkpoint`).
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import Any, BinaryIO
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write_with(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write ``path`` through ``write(file)`` into a temporary file, fsync it and rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -49,19 +49,11 @@ def _umask() -> int:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    _atomic_write(Path(path), lambda f: f.write(text.encode()))
+    atomic_write_with(Path(path), lambda f: f.write(text.encode()))
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    _atomic_write(Path(path), lambda f: f.write(data))
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    _atomic_write(Path(path), lambda f: torch.save(state, f))
-
-
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    return torch.load(Path(path), map_location=map_location, weights_only=True)
+    atomic_write_with(Path(path), lambda f: f.write(data))
 
 
 def json_safe(value: Any) -> Any:
@@ -123,7 +115,7 @@ def read_jsonl_lines(path: Path) -> list[tuple[str, dict[str, Any]]]:
 
 
 def remove_stale_temps(folder: Path, names: tuple[str, ...]) -> list[Path]:
-    """Delete the temporary files that an interrupted :func:`_atomic_write` of ``names`` left in ``folder``.
+    """Delete the temporary files that an interrupted :func:`atomic_write_with` of ``names`` left in ``folder``.
 
     Only the folder's writer, holding its lock, may call this: another writer's temp file is in use.
     """

@@ -1,4 +1,4 @@
-"""A run directory's bookkeeping around training (train.py): its errors, the device, status.json, the logs
+"""A run directory's bookkeeping around training (training/): its errors, the device, status.json, the logs
 cut back on resume, the settings checked before step 1 and the one-line message a failed run ends with
 (docs/reliability.md). Everything above the training loop (load, evaluate, sweeps) takes these from here.
 """
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import atomic_write_text, is_disk_full, mount_point, read_jsonl_lines
-from .config import Config, ConfigError
+from ..config import Config, ConfigError
+from ..files import atomic_write_text, is_disk_full, mount_point, read_jsonl_lines
 
 
 class RunError(RuntimeError):
@@ -71,12 +71,18 @@ def kept_log(path: Path, last_step: int) -> str | None:
     return "".join(line + "\n" for line, r in lines if r["step"] <= last_step and not r.get("partial"))
 
 
+def require_tensorboard() -> None:
+    """Fail before training starts when the package is missing."""
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        raise ConfigError("--tensorboard needs the tensorboard package: pip install 'factorvae[tensorboard]'") from None
+
+
 def check_run_settings(config: Config, has_factors: bool) -> None:
     """Settings that would fail only later (at the first evaluation, or when TensorBoard is first written to):
     refused before step 1 and before any file changes."""
     if config.tensorboard:
-        from .tensorboard_log import require_tensorboard
-
         require_tensorboard()
     if config.eval_every and not has_factors:
         raise ConfigError(f"eval_every: data set '{config.dataset}' has no ground-truth factors, so there is "

@@ -17,17 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import ConfigError
+from ..run.rundir import require_tensorboard
 
 FOLDER = "tensorboard"
-
-
-def require_tensorboard() -> None:
-    """Fail before training starts when the package is missing."""
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        raise ConfigError("--tensorboard needs the tensorboard package: pip install 'factorvae[tensorboard]'") from None
 
 
 class _MethodView:
@@ -84,8 +76,8 @@ class TensorBoardLog:
 
     def traversal(self, step: int, method: Any, data: Any, device: torch.device, seed: int = 0) -> None:
         """One seed image's traversal of every code dimension (rows by KL, as `factorvae traverse` draws it)."""
-        from .plots import tile_images  # matplotlib only when a picture is drawn
-        from .traverse import traversal_grid
+        from ..figures.plots import tile_images  # matplotlib only when a picture is drawn
+        from ..figures.traverse import traversal_grid
 
         image = data.sample_observations(1, np.random.default_rng(seed))
         tr = traversal_grid(_MethodView(method, data, device), image, n_steps=10, seed=seed)

@@ -28,8 +28,8 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from .checkpoint import atomic_write_bytes, atomic_write_text
-from .plots import figure_to_png, read_json, read_jsonl
+from ..figures.plots import figure_to_png, read_json, read_jsonl
+from ..files import atomic_write_bytes, atomic_write_text
 from .sweep import SWEEP_FILE
 
 COLORS = {"betavae": "tab:blue", "factorvae": "tab:red", "vae": "tab:gray", "infowgan-gp": "tab:green"}

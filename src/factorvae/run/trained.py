@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import Config, make_config
+from ..data import GroundTruthData
+from ..data import load as load_data
+from ..methods import build_method, inference_encode
 from .checkpoint import load_checkpoint
-from .config import Config, make_config
-from .data import GroundTruthData
-from .data import load as load_data
-from .methods import build_method, inference_encode
 from .rundir import RunError, is_run_dir, one_line, resolve_device
 
 
@@ -100,7 +100,7 @@ def load(run_dir: str | Path, device: str = "cpu", data_path: str | Path | None 
 def _load_export(path: Path, device: str, data_path: str | Path | None) -> TrainedModel:
     """An exported model. Its data set is loaded when it can be (built-in, or found at ``data_path`` or the
     recorded path); elsewhere ``model.data`` is None and encode / decode still work."""
-    from .data import DataError
+    from ..data import DataError
     from .export import ExportError, load_into, read_export
 
     try:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from .checkpoint import atomic_write_bytes
+from ..files import atomic_write_bytes
 from .plots import (
     curves_from_run,
     figure_to_png,
@@ -186,7 +186,7 @@ def prior_samples(model: Any, n: int = 36, seed: int = 0) -> np.ndarray:
 
 
 def _load_model(run_dir: Path, data_path: str | Path | None = None) -> Any:
-    from .trained import load  # late: figures need torch and the networks only when drawing from a checkpoint
+    from ..run.trained import load  # late: figures need torch and the networks only when drawing from a checkpoint
 
     return load(run_dir) if data_path is None else load(run_dir, data_path=data_path)
 

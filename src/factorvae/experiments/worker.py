@@ -1,0 +1,176 @@
+"""One run of a sweep, in a worker (a subprocess or a Ray task): train or resume it, score it, record it.
+
+A worker trains its run directory to the grid's steps in segments that end on the evaluation grid, so
+the metric-vs-iteration curves (paper Fig. 4) come from the same in-memory run a straight training would
+give, then writes ``eval.json``. :func:`run_state` and :func:`outcome` read a run directory back for the
+driver. Entry point of a local worker: ``python -m factorvae.experiments.worker JOB_JSON RUN_DIR``.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..config import Config, make_config
+from ..files import append_jsonl, read_jsonl_lines
+from ..run.rundir import RunError, RunInterrupted, is_run_dir, one_line, write_status
+from .grid import EvalPlan
+from .orphans import die_with_parent
+
+# may change between invocations without a new run; the last three are handed to the resumed run
+EXECUTION_ONLY = ("steps", "threads", "device", "tensorboard", "checkpoint_every", "log_every")
+_PASSED_ON_RESUME = ("tensorboard", "checkpoint_every", "log_every")
+INTERRUPTED = 130  # a worker's exit status when it was asked to stop (as `factorvae train`)
+
+
+def _score(method, data, device, plan: EvalPlan, seed: int = 0) -> dict[str, Any]:
+    """Scores of a method in memory, with the plan's metric settings (as training's periodic evaluation)."""
+    from ..evaluate import evaluate_method  # torch and the models load in the worker only, not in the driver
+
+    return evaluate_method(method, data, device, plan.metrics, plan.protocol, seed, progress=False,
+                           settings=plan.settings)
+
+
+def _append_metrics(run, results: dict[str, Any]) -> None:
+    # the same record as training's own periodic evaluation (training/loop.py), so plots read both alike
+    record = {"step": run.step, **results}
+    if "tc" in results:
+        record["tc_true"] = results["tc"]["score"]
+    append_jsonl(run.out_dir / "metrics.jsonl", record)
+    if run.board is not None:
+        run.board.evaluation(run.step, results, run.method, run.data, run.device, run.config.seed)
+
+
+def _curve_steps(run_dir: Path) -> set[int]:
+    path = run_dir / "metrics.jsonl"
+    return {r["step"] for _, r in read_jsonl_lines(path)} if path.exists() else set()
+
+
+def _same_settings(wanted: Config, saved: Config, run_dir: Path) -> None:
+    a, b = wanted.to_dict(), saved.to_dict()
+    diff = [k for k in a if k not in EXECUTION_ONLY and a[k] != b[k]]
+    if diff:
+        shown = ", ".join(f"{k}: {b[k]!r} there, {a[k]!r} asked" for k in diff)
+        raise RunError(f"{run_dir} holds a run with other settings ({shown}); use another sweep folder")
+
+
+def execute_run(overrides: Mapping[str, Any], plan: EvalPlan, run_dir: Path, threads: int | None = None) -> None:
+    """Train (or resume) one run to its steps, scoring every ``plan.every`` steps, then write eval.json."""
+    import torch
+
+    from ..training.loop import prepare_run
+
+    if threads:
+        torch.set_num_threads(threads)
+    config = make_config(**overrides)
+    if is_run_dir(run_dir):
+        _same_settings(config, Config.load(run_dir / "config.json"), run_dir)
+        run = prepare_run(None, run_dir, resume=True, steps=config.steps,
+                          settings={k: getattr(config, k) for k in _PASSED_ON_RESUME})
+    else:
+        run = prepare_run(config, run_dir)
+    try:  # the run directory stays locked until its eval.json is written
+        _train_and_score(run, plan)
+    except BaseException as exc:
+        _settle_status(run, exc)
+        raise
+    finally:
+        run.close()
+
+
+def _settle_status(run, exc: BaseException) -> None:
+    """A stop or failure outside fit() (while scoring between segments) still ends status.json's "running"."""
+    if (read_json(run.out_dir / "status.json") or {}).get("state") == "running":
+        stopped = isinstance(exc, KeyboardInterrupt)
+        write_status(run.out_dir, run.last_good or 0, "interrupted" if stopped else "failed",
+                     None if stopped else one_line(exc))
+
+
+def _train_and_score(run, plan: EvalPlan) -> None:
+    from ..evaluate import write_eval
+    from ..training.loop import fit
+
+    run_dir = run.out_dir
+    full, every = run.config, plan.every if plan.metrics else 0  # nothing to score: train straight through
+    if every and 0 < run.step < full.steps and run.step % every == 0 and run.step not in _curve_steps(run_dir):
+        _append_metrics(run, _score(run.method, run.data, run.device, plan))  # stopped while scoring
+    while run.step < full.steps:
+        # train in segments that end on the evaluation grid; fit() resumes the same in-memory run, so the
+        # weights are exactly those of one straight run (only the checkpoint gets written more often)
+        target = min(full.steps, (run.step // every + 1) * every) if every else full.steps
+        run.config = make_config(full, steps=target)
+        fit(run, progress=False)
+        if target < full.steps:  # fit() wrote "finished" for the segment; the run itself is not
+            write_status(run_dir, run.step, "running")
+            _append_metrics(run, _score(run.method, run.data, run.device, plan))
+    run.config = full
+    if plan.metrics and not evaluated(run_dir, plan, run.step):
+        results = _score(run.method, run.data, run.device, plan)
+        write_eval(run_dir, run.step, results)
+        if every:
+            _append_metrics(run, results)
+
+
+def _worker_main(argv: list[str]) -> int:
+    """Subprocess entry point: ``python -m factorvae.experiments.worker JOB_JSON RUN_DIR`` (threads set through env)."""
+    # a background driver's children start with SIGINT ignored; make both signals stop the run cleanly
+    # (inside fit() the loop checkpoints first; elsewhere, e.g. while scoring, the last checkpoint stands)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    die_with_parent(signal.SIGTERM)  # a killed driver must not leave this run training unseen
+    job = json.loads(argv[0])
+    try:
+        execute_run(job["overrides"], EvalPlan(**job["plan"]), Path(argv[1]), job.get("threads"))
+    except (RunInterrupted, KeyboardInterrupt):  # stopped by the driver: the last checkpoint is the resume point
+        print("interrupted", file=sys.stderr, flush=True)
+        return INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - any failure is recorded as this run's error, never raised further
+        import traceback
+
+        traceback.print_exc()
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def evaluated(run_dir: Path, plan: EvalPlan, step: int) -> bool:
+    scores = read_json(run_dir / "eval.json") or {}
+    return all(isinstance(scores.get(m), dict) and scores[m].get("step") == step for m in plan.metrics)
+
+
+def run_state(run_dir: Path, steps: int, plan: EvalPlan) -> str:
+    """"done" (finished at ``steps`` and scored), "failed" (kept until retried) or "todo"."""
+    status = read_json(run_dir / "status.json") or {}
+    if status.get("state") == "failed":
+        return "failed"
+    if status.get("state") == "finished" and status.get("step") == steps and evaluated(run_dir, plan, steps):
+        return "done"
+    return "todo"
+
+
+def outcome(run_dir: Path, error: str | None = None) -> dict[str, Any]:
+    """What sweep.json records for a run: its state, step, error and headline numbers."""
+    status = read_json(run_dir / "status.json") or {}
+    scores = read_json(run_dir / "eval.json") or {}
+    result: dict[str, Any] = {"state": "failed" if error else status.get("state", "missing"),
+                              "step": status.get("step"), "error": error or status.get("error")}
+    result["scores"] = {k: v.get("score") for k, v in scores.items() if isinstance(v, dict)}
+    return result
+
+
+
+if __name__ == "__main__":
+    sys.exit(_worker_main(sys.argv[1:]))

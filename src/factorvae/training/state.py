@@ -1,0 +1,116 @@
+"""A training run in memory: data, method, random streams and the log window (paper §4, Algorithm 2).
+
+:class:`Run` is what the loop (loop.py) advances one step at a time and what a checkpoint saves and
+restores exactly: the networks and optimizers, the noise generator, torch's global generator, the numpy
+data sampler and the running sums of the log window. Weights are initialised from ``torch.manual_seed(seed)``;
+the reparameterisation noise and ``permute_dims`` draw from a generator of their own (:func:`noise_seed`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import Config
+from ..data import load as load_data
+from ..methods import build_method
+from ..run.lock import DirLock
+from ..run.rundir import resolve_device
+from .runtime import configure_cpu
+from .tensorboard import TensorBoardLog
+
+
+def noise_seed(seed: int) -> int:
+    """The seed of a run's noise generator: derived from the run's seed, distinct from it."""
+    return int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
+
+
+class Run:
+    """Everything a training run holds in memory: data, method, random state, log window."""
+
+    def __init__(self, config: Config, out_dir: Path) -> None:
+        self.config, self.out_dir = config, out_dir
+        configure_cpu(config.threads)
+        self.device = resolve_device(config.device)
+        self.data = load_data(config.dataset, config.data_path)
+        # on CUDA the built-in dSprites renders on the GPU, so only indices cross the bus; on CPU numpy's
+        # renderer is the faster one (docs/performance.md)
+        renderer = getattr(self.data, "renderer", None)
+        self.render = renderer(self.device) if renderer is not None and self.device.type == "cuda" else None
+        self.defer_checks = self.device.type == "cuda"  # non-finite loss checks only at steps that write
+        torch.manual_seed(config.seed)  # network initialisation
+        # reparameterisation noise and permute_dims: a stream of its own, since on CPU a generator seeded
+        # like the global one would replay the very numbers that drew the initial weights
+        self.generator = torch.Generator(device=self.device).manual_seed(noise_seed(config.seed))
+        self.rng = np.random.default_rng(config.seed)  # the data sampler
+        self.method = build_method(config, self.data.observation_shape[0], self.generator, self.device)
+        self.step = 0
+        self.last_good: int | None = None  # step of the checkpoint on disk
+        self.window: dict[str, torch.Tensor] = {}
+        self.window_count = 0
+        self.lock: DirLock | None = None
+        self.board: TensorBoardLog | None = None  # opened by fit() when config.tensorboard
+
+    def close(self) -> None:
+        """Let another process write the run directory (the lock also goes when the process ends)."""
+        if self.board is not None:
+            self.board.close()
+            self.board = None
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def next_batch(self) -> torch.Tensor:
+        """A training minibatch (B, C, H, W) float32 on the device. Indices always come from the numpy
+        sampler, so the data stream and exact resume are the same on every device."""
+        n = self.config.batch_size
+        if self.render is not None:
+            return self.render(self._to_device(torch.from_numpy(self.data.sample_indices(n, self.rng))))
+        return self._to_device(torch.from_numpy(self.data.sample_observations(n, self.rng)))
+
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":  # from pinned memory the copy is asynchronous: no sync per step
+            t = t.pin_memory()
+        return t.to(self.device, non_blocking=True)
+
+    def state(self) -> dict:
+        return {
+            "step": self.step,
+            "config": json.dumps(self.config.to_dict()),
+            "modules": {k: m.state_dict() for k, m in self.method.modules.items()},
+            "optimizers": {k: o.state_dict() for k, o in self.method.optimizers.items()},
+            "torch_rng": self.generator.get_state(),
+            "torch_global_rng": torch.get_rng_state(),
+            "numpy_rng": json.dumps(self.rng.bit_generator.state),
+            "window": dict(self.window),
+            "window_count": self.window_count,
+        }
+
+    def restore(self, state: dict) -> None:
+        for k, m in self.method.modules.items():
+            m.load_state_dict(state["modules"][k])
+        for k, o in self.method.optimizers.items():
+            o.load_state_dict(state["optimizers"][k])
+        self.generator.set_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_global_rng"])
+        self.rng.bit_generator.state = json.loads(state["numpy_rng"])
+        self.window = {k: v.to(self.device) for k, v in state["window"].items()}
+        self.window_count = state["window_count"]
+        self.step = state["step"]
+
+    def accumulate(self, numbers: dict[str, torch.Tensor]) -> None:
+        for k, v in numbers.items():
+            self.window[k] = self.window[k] + v if k in self.window else v.clone()
+        self.window_count += 1
+
+    def flush_window(self, reset: bool = True) -> dict:
+        record = {}
+        for k, v in self.window.items():
+            mean = (v / self.window_count).cpu()
+            record[k] = mean.tolist() if mean.ndim else float(mean)
+        if reset:
+            self.window, self.window_count = {}, 0
+        return record
