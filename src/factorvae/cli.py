@@ -239,8 +239,12 @@ def _add_sweep_options(p) -> None:
     """Options shared by `sweep` and `reproduce`: where runs go, how they run, how they are scored."""
     _add_run_options(p)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any setting for every run")
-    p.add_argument("--backend", choices=("local", "ray"), default="local",
-                   help="local: subprocesses on this machine; ray: tasks on a Ray instance or cluster")
+    p.add_argument("--backend", choices=("local", "batched", "ray"), default="local",
+                   help="local: a subprocess per run; batched: a subprocess per group of runs trained as one "
+                        "batched model; ray: tasks on a Ray instance or cluster")
+    p.add_argument("--models-per-process", type=int, metavar="K",
+                   help="runs trained as one batched model per process (batched: default the whole grid of a "
+                        "model; ray: default 1)")
     p.add_argument("--workers", type=int, help="runs at once (default: cores // threads)")
     p.add_argument("--threads", type=int, help="torch threads per run (default: 1, or cores // --workers)")
     p.add_argument("--address", help="Ray cluster to join (e.g. auto or HOST:6379); default: start a local one")
@@ -308,7 +312,7 @@ def _sweep_kwargs(args) -> dict:
     metrics = () if args.metrics.strip().lower() == "none" else tuple(m.strip() for m in args.metrics.split(","))
     plan = EvalPlan(metrics, args.protocol, eval_settings, args.eval_every or 0)
     return {"backend": args.backend, "workers": args.workers, "threads": args.threads, "address": args.address,
-            "plan": plan, "retry_failed": args.retry_failed}
+            "plan": plan, "retry_failed": args.retry_failed, "models_per_process": args.models_per_process}
 
 
 def _sweep_done(summary: dict) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 MODELS = ("vae", "betavae", "factorvae", "infowgan-gp")
+BATCHED_MODELS = ("vae", "betavae", "factorvae")  # those that K runs can train as one model (methods/batched.py)
 INITS = ("pytorch", "glorot")  # torch's layer defaults; Glorot-uniform weights and zero biases (TF, dlib)
 METRIC_NAMES = ("factorvae", "betavae", "mig", "dci", "sap", "tc")
 

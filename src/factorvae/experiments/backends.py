@@ -29,7 +29,7 @@ from typing import Any
 from ..config import ConfigError
 from ..run.lock import DirLock, LockHeld
 from .grid import EvalPlan, RunSpec
-from .worker import INTERRUPTED, execute_run, outcome
+from .worker import INTERRUPTED, execute_batch, execute_run, outcome
 
 Record = Callable[[RunSpec, dict, float], None]  # (run, its outcome, seconds): the driver's bookkeeping
 
@@ -100,10 +100,14 @@ class _Local:
         self.env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
                     "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
 
-    def run(self, spec: RunSpec, plan: EvalPlan, progress: Progress) -> dict[str, Any] | None:
-        run_dir, log = self.out / spec.name, self.out / "logs" / f"{spec.name}.log"
+    def run(self, group: list[RunSpec], plan: EvalPlan, progress: Progress) -> dict[str, dict[str, Any]] | None:
+        """Train one run, or a group of runs batched in one process; {name: outcome}, None if stopping."""
+        name = group[0].name if len(group) == 1 else f"batch-{group[0].name}+{len(group) - 1}"
+        run_dirs, log = [self.out / spec.name for spec in group], self.out / "logs" / f"{name}.log"
         log.parent.mkdir(exist_ok=True)
-        job = json.dumps({"overrides": spec.overrides, "plan": asdict(plan), "threads": self.threads})
+        job = {"plan": asdict(plan), "threads": self.threads}
+        job.update({"members": [spec.overrides for spec in group]} if len(group) > 1
+                   else {"overrides": group[0].overrides})
         with self.lock:
             if self.stopping:
                 return None
@@ -113,18 +117,15 @@ class _Local:
                 # a session of its own: a terminal's Ctrl-C reaches only the driver, which forwards one SIGINT
                 # so every run checkpoints once instead of aborting on a second signal. The worker asks for
                 # SIGTERM when this thread ends (orphans.py); the thread lives until the worker exits (wait below)
-                proc = subprocess.Popen([sys.executable, "-m", "factorvae.experiments.worker", job, str(run_dir)],
+                proc = subprocess.Popen([sys.executable, "-m", "factorvae.experiments.worker", json.dumps(job),
+                                         *map(str, run_dirs)],
                                         stdout=f, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
             self.children.add(proc)
-        progress.line(f"start {spec.name}")
+        progress.line(f"start {', '.join(spec.name for spec in group)}" + (" (batched)" if len(group) > 1 else ""))
         rc = proc.wait()
         with self.lock:
             self.children.discard(proc)
-        if rc == 0:
-            return outcome(run_dir)
-        if rc == INTERRUPTED:  # asked to stop; possibly between two segments, so status.json may say finished
-            return {**outcome(run_dir), "state": "interrupted"}
-        return outcome(run_dir, _last_error(log) or f"worker exited with status {rc}; see {log}")
+        return {spec.name: _outcome(run_dir, rc, log) for spec, run_dir in zip(group, run_dirs, strict=True)}
 
     def stop(self) -> None:
         with self.lock:
@@ -133,21 +134,31 @@ class _Local:
                 proc.send_signal(signal.SIGINT)
 
 
-def execute_local(todo: list[RunSpec], out: Path, plan: EvalPlan, workers: int, threads: int,
-                   progress: Progress, record: Record) -> None:
+def _outcome(run_dir: Path, rc: int, log: Path) -> dict[str, Any]:
+    if rc == 0:  # a batched member that failed says so in its own status.json
+        return outcome(run_dir)
+    if rc == INTERRUPTED:  # asked to stop; possibly between two segments, so status.json may say finished
+        return {**outcome(run_dir), "state": "interrupted"}
+    return outcome(run_dir, _last_error(log) or f"worker exited with status {rc}; see {log}")
+
+
+def execute_local(todo: list[list[RunSpec]], out: Path, plan: EvalPlan, workers: int, threads: int,
+                  progress: Progress, record: Record) -> None:
+    """Run each group of ``todo`` (one run, or runs trained batched) in a subprocess, ``workers`` at a time."""
     backend = _Local(out, threads)
     started: dict[str, float] = {}
 
-    def task(spec: RunSpec) -> dict[str, Any] | None:
-        started[spec.name] = time.monotonic()
-        return backend.run(spec, plan, progress)
+    def task(group: list[RunSpec]) -> dict[str, dict[str, Any]] | None:
+        started[group[0].name] = time.monotonic()
+        return backend.run(group, plan, progress)
 
-    def settle(spec: RunSpec, fut: Future) -> None:
+    def settle(group: list[RunSpec], fut: Future) -> None:
         if fut.done() and not fut.cancelled() and fut.exception() is None and fut.result() is not None:
-            record(spec, fut.result(), time.monotonic() - started[spec.name])
+            for spec in group:
+                record(spec, fut.result()[spec.name], time.monotonic() - started[group[0].name])
 
     with ThreadPoolExecutor(workers) as pool:
-        futures = {pool.submit(task, spec): spec for spec in todo}
+        futures = {pool.submit(task, group): group for group in todo}
         pending = set(futures)
         try:
             for fut in as_completed(futures):
@@ -169,21 +180,28 @@ def execute_local(todo: list[RunSpec], out: Path, plan: EvalPlan, workers: int, 
             raise
 
 
-def _ray_task(overrides: dict, plan: dict, name: str, files: dict[str, bytes], threads: int) -> dict[str, Any]:
-    """One run on a Ray node: rebuild its folder from ``files`` in a temp dir, run, return every file."""
+def _ray_task(members: list[dict], plan: dict, names: list[str], files: list[dict[str, bytes]],
+              threads: int) -> dict[str, Any]:
+    """One run, or a group trained batched, on a Ray node: rebuild the folders from ``files`` in a temp dir,
+    run, return every file of each folder."""
     import socket
 
     with tempfile.TemporaryDirectory(prefix="factorvae-sweep-") as tmp:
-        run_dir = Path(tmp) / name
-        run_dir.mkdir()
-        for fname, data in files.items():
-            (run_dir / fname).write_bytes(data)
+        run_dirs = [Path(tmp) / name for name in names]
+        for run_dir, run_files in zip(run_dirs, files, strict=True):
+            run_dir.mkdir()
+            for fname, data in run_files.items():
+                (run_dir / fname).write_bytes(data)
         error = None
         try:
-            execute_run(overrides, EvalPlan(**plan), run_dir, threads)
-        except Exception as exc:  # noqa: BLE001 - returned to the driver as this run's error
+            if len(members) == 1:
+                execute_run(members[0], EvalPlan(**plan), run_dirs[0], threads)
+            else:  # a failed member's error is in its own status.json
+                execute_batch(members, EvalPlan(**plan), run_dirs, threads)
+        except Exception as exc:  # noqa: BLE001 - returned to the driver as these runs' error
             error = f"{type(exc).__name__}: {exc}"
-        back = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file() and not p.name.startswith(".")}
+        back = [{p.name: p.read_bytes() for p in d.iterdir() if p.is_file() and not p.name.startswith(".")}
+                for d in run_dirs]
     return {"files": back, "error": error, "node": socket.gethostname()}
 
 
@@ -230,7 +248,7 @@ def init_local_ray(ray, cpus: int) -> None:
                           "refusing to run it open to the network (use --backend local)")
 
 
-def execute_ray(todo: list[RunSpec], out: Path, plan: EvalPlan, workers: int, threads: int, address: str | None,
+def execute_ray(todo: list[list[RunSpec]], out: Path, plan: EvalPlan, workers: int, threads: int, address: str | None,
                 progress: Progress, record: Record) -> None:
     try:
         import ray
@@ -252,33 +270,33 @@ def execute_ray(todo: list[RunSpec], out: Path, plan: EvalPlan, workers: int, th
 
     def submit() -> None:
         while queue and len(pending) < limit:
-            spec = queue.pop(0)
-            run_dir = out / spec.name
-            run_dir.mkdir(exist_ok=True)
-            try:
-                locks[spec.name] = DirLock(run_dir)
-            except LockHeld as exc:
-                record(spec, outcome(run_dir, str(exc)), 0.0)
+            group = [spec for spec in queue.pop(0) if _lock_for_ray(spec, out, locks, record)]
+            if not group:
                 continue
-            files = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file() and not p.name.startswith(".")}
-            pending[task.remote(spec.overrides, asdict(plan), spec.name, files, threads)] = (spec, time.monotonic())
-            progress.line(f"submit {spec.name}")
+            files = [{p.name: p.read_bytes() for p in (out / spec.name).iterdir()
+                      if p.is_file() and not p.name.startswith(".")} for spec in group]
+            ref = task.remote([s.overrides for s in group], asdict(plan), [s.name for s in group], files, threads)
+            pending[ref] = (group, time.monotonic())
+            progress.line(f"submit {', '.join(spec.name for spec in group)}")
 
     submit()
     try:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
-            spec, started = pending.pop(done[0])
-            run_dir = out / spec.name
+            group, started = pending.pop(done[0])
             try:
                 back = ray.get(done[0])
-                _store_files(run_dir, back["files"])
+            except Exception as exc:  # noqa: BLE001 - a lost node or worker fails these runs only
+                back = {"files": None, "error": f"{type(exc).__name__}: {exc}", "node": None}
+            for k, spec in enumerate(group):
+                run_dir = out / spec.name
+                if back["files"] is not None:
+                    _store_files(run_dir, back["files"][k])
                 result = outcome(run_dir, back["error"])
-                result["node"] = back["node"]
-            except Exception as exc:  # noqa: BLE001 - a lost node or worker fails this run only
-                result = outcome(run_dir, f"{type(exc).__name__}: {exc}")
-            locks.pop(spec.name).release()
-            record(spec, result, time.monotonic() - started)
+                if back["node"]:
+                    result["node"] = back["node"]
+                locks.pop(spec.name).release()
+                record(spec, result, time.monotonic() - started)
             submit()
     finally:
         for ref in pending:
@@ -289,10 +307,23 @@ def execute_ray(todo: list[RunSpec], out: Path, plan: EvalPlan, workers: int, th
             ray.shutdown()
 
 
+def _lock_for_ray(spec: RunSpec, out: Path, locks: dict[str, DirLock], record: Record) -> bool:
+    run_dir = out / spec.name
+    run_dir.mkdir(exist_ok=True)
+    try:
+        locks[spec.name] = DirLock(run_dir)
+    except LockHeld as exc:
+        record(spec, outcome(run_dir, str(exc)), 0.0)
+        return False
+    return True
+
+
 def plan_workers(backend: str, n: int, workers: int | None, threads: int | None, address: str | None,
                  cores: int) -> tuple[int, int]:
     if backend == "ray" and address:
         return workers or 0, threads or 1  # the cluster decides how many run at once
+    if backend == "batched" and not threads:  # one process trains a whole group: give it the cores
+        workers = workers or min(n, cores)
     if workers and not threads:
         threads = max(1, cores // workers)
     return (workers, threads or 1) if workers else default_workers(n, threads, cores)

@@ -7,11 +7,12 @@ scored with and how often. The sweep driver (:mod:`.sweep`) and the workers (:mo
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import ConfigError, make_config
+from ..config import BATCHED_MODELS, ConfigError, make_config
 
 PARAM = {"factorvae": "gamma", "betavae": "beta"}  # the weight each model's grid varies (paper §4.1)
 DEFAULT_METRICS = ("factorvae", "tc")  # what the trade-off table needs: the paper's metric and true TC
@@ -80,3 +81,23 @@ def make_grid(
             specs.append(RunSpec(run_name(model, param, value, seed), model, param, value, seed, ov))
     make_config(**specs[0].overrides)  # fail on bad settings before anything starts
     return specs
+
+
+def batch_groups(specs: Sequence[RunSpec], per_process: int | None = None) -> list[list[RunSpec]]:
+    """``specs`` in groups that can train as one batched model (one model type, the same settings but seed
+    and γ or β), at most ``per_process`` runs each (None: the whole group). InfoWGAN-GP runs go alone."""
+    if per_process is not None and per_process < 1:
+        raise ConfigError(f"--models-per-process must be at least 1, not {per_process}")
+    groups: dict[str, list[RunSpec]] = {}
+    alone: list[list[RunSpec]] = []
+    for spec in specs:
+        if spec.model not in BATCHED_MODELS:
+            alone.append([spec])
+            continue
+        shared = {k: v for k, v in spec.overrides.items() if k not in ("seed", spec.param)}
+        groups.setdefault(json.dumps(shared, sort_keys=True, default=str), []).append(spec)
+    batches = []
+    for group in groups.values():
+        size = per_process or len(group)
+        batches += [group[i : i + size] for i in range(0, len(group), size)]
+    return batches + alone

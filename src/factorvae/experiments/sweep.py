@@ -30,10 +30,11 @@ from ..files import atomic_write_text
 from ..run.lock import DirLock, LockHeld
 from ..run.rundir import RunError
 from .backends import Progress, SigtermStops, available_cores, execute_local, execute_ray, plan_workers
-from .grid import DEFAULT_METRICS, EvalPlan, RunSpec, make_grid
+from .grid import DEFAULT_METRICS, EvalPlan, RunSpec, batch_groups, make_grid
 from .worker import EXECUTION_ONLY, outcome, read_json, run_state
 
 SWEEP_FILE = "sweep.json"
+BACKENDS = ("local", "batched", "ray")
 
 
 def _manifest(out: Path, specs: Sequence[RunSpec], plan: EvalPlan, backend: str) -> dict[str, Any]:
@@ -71,16 +72,23 @@ def _grids(runs: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
 def run_sweep(
     specs: Sequence[RunSpec], out: str | Path, *, backend: str = "local", workers: int | None = None,
     threads: int | None = None, address: str | None = None, plan: EvalPlan | None = None,
-    retry_failed: bool = False, stream=None,
+    retry_failed: bool = False, stream=None, models_per_process: int | None = None,
 ) -> dict[str, Any]:
-    """Train and score every run of ``specs`` under ``out``; returns the summary also kept in sweep.json."""
+    """Train and score every run of ``specs`` under ``out``; returns the summary also kept in sweep.json.
+
+    ``backend``: "local" (a subprocess per run), "batched" (a subprocess per group of runs of one model,
+    trained as one batched model, at most ``models_per_process`` each; default the whole group) or "ray"
+    (a task per run, or per group of ``models_per_process`` runs trained batched)."""
     plan = plan or EvalPlan()
     if plan.metrics:
         check_metric_names(plan.metrics)
     if plan.protocol not in ("paper", "dlib") or plan.every < 0:
         raise ConfigError(f"bad evaluation plan {plan}: protocol paper or dlib, eval_every >= 0")
-    if backend not in ("local", "ray"):
-        raise ConfigError(f"unknown backend '{backend}'; use local or ray")
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend '{backend}'; use one of {', '.join(BACKENDS)}")
+    if models_per_process is not None and backend == "local":
+        raise ConfigError("--models-per-process trains runs batched: use it with --backend batched or ray")
+    batch_groups(specs, models_per_process)  # a bad group size fails before anything starts
     twice = sorted({s.name for s in specs if sum(t.name == s.name for t in specs) > 1})
     if twice:  # two workers would write one run directory
         raise ConfigError(f"the grid lists {', '.join(twice)} more than once (a repeated value?); give each once")
@@ -90,13 +98,15 @@ def run_sweep(
     out.mkdir(parents=True, exist_ok=True)
     try:  # one driver per sweep folder: a second one would start a second writer of every run
         with DirLock(out, "sweep folder"):
-            return _run_locked(specs, out, backend, workers, threads, address, plan, retry_failed, stream)
+            return _run_locked(specs, out, backend, workers, threads, address, plan, retry_failed, stream,
+                               models_per_process)
     except LockHeld as exc:
         raise RunError(str(exc)) from None
 
 
 def _run_locked(specs: Sequence[RunSpec], out: Path, backend: str, workers: int | None, threads: int | None,
-                address: str | None, plan: EvalPlan, retry_failed: bool, stream) -> dict[str, Any]:
+                address: str | None, plan: EvalPlan, retry_failed: bool, stream,
+                per_process: int | None) -> dict[str, Any]:
     doc = _manifest(out, specs, plan, backend)
     atomic_write_text(out / SWEEP_FILE, json.dumps(doc, indent=1) + "\n")
     progress = Progress(len(specs), stream)
@@ -120,16 +130,19 @@ def _run_locked(specs: Sequence[RunSpec], out: Path, backend: str, workers: int 
 
     if todo:
         cores = available_cores()
-        workers, threads = plan_workers(backend, len(todo), workers, threads, address, cores)
-        if backend == "local" and workers * threads > cores:
+        batched = backend == "batched" or (backend == "ray" and per_process is not None)
+        groups = batch_groups(todo, per_process) if batched else [[spec] for spec in todo]
+        workers, threads = plan_workers(backend, len(groups), workers, threads, address, cores)
+        if backend != "ray" and workers * threads > cores:
             progress.line(f"note: {workers} workers × {threads} threads > {cores} cores: runs will compete")
-        progress.line(f"{len(todo)} run(s) to do on {backend}: {workers or 'cluster'} worker(s) × {threads} "
+        shown = f" in {len(groups)} batched group(s)" if batched else ""
+        progress.line(f"{len(todo)} run(s){shown} to do on {backend}: {workers or 'cluster'} worker(s) × {threads} "
                       f"thread(s); {len(specs) - len(todo)} skipped")
         with SigtermStops():
-            if backend == "local":
-                execute_local(todo, out, plan, workers, threads, progress, record)
+            if backend == "ray":
+                execute_ray(groups, out, plan, workers, threads, address, progress, record)
             else:
-                execute_ray(todo, out, plan, workers, threads, address, progress, record)
+                execute_local(groups, out, plan, workers, threads, progress, record)
     failed = sorted(n for n, r in results.items() if r["state"] != "finished")
     progress.line(f"sweep done: {len(results) - len(failed)} finished, {len(failed)} not"
                   + (f" ({', '.join(failed)})" if failed else ""))
@@ -141,10 +154,12 @@ def sweep(
     overrides: Mapping[str, Any] | None = None, backend: str = "local", workers: int | None = None,
     threads: int | None = None, address: str | None = None, protocol: str = "paper",
     metrics: Iterable[str] = DEFAULT_METRICS, eval_settings: Mapping[str, Mapping[str, Any]] | None = None,
-    eval_every: int = 0, retry_failed: bool = False, stream=None,
+    eval_every: int = 0, retry_failed: bool = False, stream=None, models_per_process: int | None = None,
 ) -> dict[str, Any]:
-    """Sweep ``model`` over ``values`` of its weight (γ or β) and ``seeds``: see the module docstring."""
+    """Sweep ``model`` over ``values`` of its weight (γ or β) and ``seeds``: see the module docstring and
+    :func:`run_sweep` for the backends."""
     plan = EvalPlan(tuple(metrics), protocol, {k: dict(v) for k, v in (eval_settings or {}).items()}, eval_every)
     return run_sweep(make_grid(model, values, seeds, steps, overrides), out, backend=backend, workers=workers,
-                     threads=threads, address=address, plan=plan, retry_failed=retry_failed, stream=stream)
+                     threads=threads, address=address, plan=plan, retry_failed=retry_failed, stream=stream,
+                     models_per_process=models_per_process)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,21 +58,24 @@ def _same_settings(wanted: Config, saved: Config, run_dir: Path) -> None:
         raise RunError(f"{run_dir} holds a run with other settings ({shown}); use another sweep folder")
 
 
+def _open(config: Config, run_dir: Path, data=None):
+    """A new run in ``run_dir``, or the one there resumed to ``config.steps`` (refused if its settings differ)."""
+    from ..training.prepare import prepare_run
+
+    if is_run_dir(run_dir):
+        _same_settings(config, Config.load(run_dir / "config.json"), run_dir)
+        return prepare_run(None, run_dir, resume=True, steps=config.steps,
+                           settings={k: getattr(config, k) for k in _PASSED_ON_RESUME}, data=data)
+    return prepare_run(config, run_dir, data=data)
+
+
 def execute_run(overrides: Mapping[str, Any], plan: EvalPlan, run_dir: Path, threads: int | None = None) -> None:
     """Train (or resume) one run to its steps, scoring every ``plan.every`` steps, then write eval.json."""
     import torch
 
-    from ..training.loop import prepare_run
-
     if threads:
         torch.set_num_threads(threads)
-    config = make_config(**overrides)
-    if is_run_dir(run_dir):
-        _same_settings(config, Config.load(run_dir / "config.json"), run_dir)
-        run = prepare_run(None, run_dir, resume=True, steps=config.steps,
-                          settings={k: getattr(config, k) for k in _PASSED_ON_RESUME})
-    else:
-        run = prepare_run(config, run_dir)
+    run = _open(make_config(**overrides), run_dir)
     try:  # the run directory stays locked until its eval.json is written
         _train_and_score(run, plan)
     except BaseException as exc:
@@ -80,6 +83,35 @@ def execute_run(overrides: Mapping[str, Any], plan: EvalPlan, run_dir: Path, thr
         raise
     finally:
         run.close()
+
+
+def execute_batch(members: Sequence[Mapping[str, Any]], plan: EvalPlan, run_dirs: Sequence[Path],
+                  threads: int | None = None) -> dict[str, str]:
+    """Train (or resume) several runs of one model as one batched model (training/batched.py), scoring
+    each as :func:`execute_run` does; returns {run directory: error} of the members that failed."""
+    import torch
+
+    from ..methods.batched import check_members
+
+    if threads:
+        torch.set_num_threads(threads)
+    configs = [make_config(**overrides) for overrides in members]
+    check_members(configs)  # one model and data set: safe to share the data between members
+    runs: list = []
+    try:
+        for config, run_dir in zip(configs, run_dirs, strict=True):
+            runs.append(_open(config, Path(run_dir), runs[0].data if runs else None))
+        failed: dict[str, str] = {}
+        for step in sorted({run.step for run in runs}):  # only runs at one step can train together
+            failed.update(_train_and_score_batch([run for run in runs if run.step == step], plan))
+        return failed
+    except BaseException as exc:
+        for run in runs:
+            _settle_status(run, exc)
+        raise
+    finally:
+        for run in runs:
+            run.close()
 
 
 def _settle_status(run, exc: BaseException) -> None:
@@ -90,33 +122,75 @@ def _settle_status(run, exc: BaseException) -> None:
                      None if stopped else one_line(exc))
 
 
-def _train_and_score(run, plan: EvalPlan) -> None:
-    from ..evaluate import write_eval
-    from ..training.loop import fit
+def _score_if_stopped_while_scoring(run, plan: EvalPlan) -> None:
+    every = plan.every if plan.metrics else 0
+    if every and 0 < run.step < run.config.steps and run.step % every == 0 and run.step not in _curve_steps(
+            run.out_dir):
+        _append_metrics(run, _score(run.method, run.data, run.device, plan))
 
-    run_dir = run.out_dir
-    full, every = run.config, plan.every if plan.metrics else 0  # nothing to score: train straight through
-    if every and 0 < run.step < full.steps and run.step % every == 0 and run.step not in _curve_steps(run_dir):
-        _append_metrics(run, _score(run.method, run.data, run.device, plan))  # stopped while scoring
-    while run.step < full.steps:
-        # train in segments that end on the evaluation grid; fit() resumes the same in-memory run, so the
-        # weights are exactly those of one straight run (only the checkpoint gets written more often)
-        target = min(full.steps, (run.step // every + 1) * every) if every else full.steps
-        run.config = make_config(full, steps=target)
-        fit(run, progress=False)
-        if target < full.steps:  # fit() wrote "finished" for the segment; the run itself is not
-            write_status(run_dir, run.step, "running")
-            _append_metrics(run, _score(run.method, run.data, run.device, plan))
-    run.config = full
-    if plan.metrics and not evaluated(run_dir, plan, run.step):
+
+def _segment_end(step: int, steps: int, plan: EvalPlan) -> int:
+    """Where the next training segment ends: the next step on the evaluation grid, or the last step."""
+    every = plan.every if plan.metrics else 0  # nothing to score: train straight through
+    return min(steps, (step // every + 1) * every) if every else steps
+
+
+def _final_score(run, plan: EvalPlan) -> None:
+    from ..evaluate import write_eval
+
+    if plan.metrics and not evaluated(run.out_dir, plan, run.step):
         results = _score(run.method, run.data, run.device, plan)
-        write_eval(run_dir, run.step, results)
-        if every:
+        write_eval(run.out_dir, run.step, results)
+        if plan.every:
             _append_metrics(run, results)
 
 
+def _train_and_score(run, plan: EvalPlan) -> None:
+    from ..training.loop import fit
+
+    full = run.config
+    _score_if_stopped_while_scoring(run, plan)
+    while run.step < full.steps:
+        # train in segments that end on the evaluation grid; fit() resumes the same in-memory run, so the
+        # weights are exactly those of one straight run (only the checkpoint gets written more often)
+        target = _segment_end(run.step, full.steps, plan)
+        run.config = make_config(full, steps=target)
+        fit(run, progress=False)
+        if target < full.steps:  # fit() wrote "finished" for the segment; the run itself is not
+            write_status(run.out_dir, run.step, "running")
+            _append_metrics(run, _score(run.method, run.data, run.device, plan))
+    run.config = full
+    _final_score(run, plan)
+
+
+def _train_and_score_batch(runs: list, plan: EvalPlan) -> dict[str, str]:
+    """:func:`_train_and_score` for runs at one step, trained together segment by segment."""
+    from ..training.batched import fit_batched
+
+    fulls = {id(run): run.config for run in runs}
+    for run in runs:
+        _score_if_stopped_while_scoring(run, plan)
+    failed: dict[str, str] = {}
+    steps = runs[0].config.steps if runs else 0  # the same for every member (check_members)
+    while runs and runs[0].step < steps:
+        target = _segment_end(runs[0].step, steps, plan)
+        for run in runs:
+            run.config = make_config(fulls[id(run)], steps=target)
+        failed.update(fit_batched(runs, progress=False))
+        runs = [run for run in runs if str(run.out_dir) not in failed]
+        if target < steps:
+            for run in runs:
+                write_status(run.out_dir, run.step, "running")
+                _append_metrics(run, _score(run.method, run.data, run.device, plan))
+    for run in runs:
+        run.config = fulls[id(run)]
+        _final_score(run, plan)
+    return failed
+
+
 def _worker_main(argv: list[str]) -> int:
-    """Subprocess entry point: ``python -m factorvae.experiments.worker JOB_JSON RUN_DIR`` (threads set through env)."""
+    """Subprocess entry point: ``python -m factorvae.experiments.worker JOB_JSON RUN_DIR [RUN_DIR...]`` (threads
+    set through env). A job with ``members`` (a list of overrides, one per RUN_DIR) trains them batched."""
     # a background driver's children start with SIGINT ignored; make both signals stop the run cleanly
     # (inside fit() the loop checkpoints first; elsewhere, e.g. while scoring, the last checkpoint stands)
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -124,7 +198,13 @@ def _worker_main(argv: list[str]) -> int:
     die_with_parent(signal.SIGTERM)  # a killed driver must not leave this run training unseen
     job = json.loads(argv[0])
     try:
-        execute_run(job["overrides"], EvalPlan(**job["plan"]), Path(argv[1]), job.get("threads"))
+        if "members" in job:
+            failed = execute_batch(job["members"], EvalPlan(**job["plan"]), [Path(a) for a in argv[1:]],
+                                   job.get("threads"))
+            for run_dir, error in failed.items():  # each failed member's status.json holds its error too
+                print(f"member {run_dir} failed: {error}", file=sys.stderr, flush=True)
+        else:
+            execute_run(job["overrides"], EvalPlan(**job["plan"]), Path(argv[1]), job.get("threads"))
     except (RunInterrupted, KeyboardInterrupt):  # stopped by the driver: the last checkpoint is the resume point
         print("interrupted", file=sys.stderr, flush=True)
         return INTERRUPTED
@@ -135,7 +215,6 @@ def _worker_main(argv: list[str]) -> int:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         return 1
     return 0
-
 
 
 def read_json(path: Path) -> dict | None:

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from ..config import Config
+from ..config import BATCHED_MODELS, Config
 from ..losses import (
     bernoulli_nll,
     discriminator_accuracy,
@@ -52,7 +52,7 @@ from ..losses import (
 )
 from . import build_method
 
-MODELS = ("factorvae", "betavae", "vae")
+MODELS = BATCHED_MODELS  # declared with the other model names in config.py
 MODES = ("grouped", "loop")
 VARYING = ("seed", "gamma", "beta")  # the only settings in which members may differ
 # optimizer name -> the modules it steps, as in methods/factorvae.py and methods/vae.py

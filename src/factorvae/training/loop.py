@@ -133,16 +133,7 @@ def _loop(run: Run, progress: bool) -> None:
                 run.accumulate(numbers)
                 record = None
                 if on_grid or run.step == cfg.steps:
-                    # a last line off the log_every grid is marked partial and its window kept, so that
-                    # resuming past it logs exactly what a straight run would (the partial line is dropped)
-                    elapsed = time.monotonic() - t0
-                    record = {"step": run.step, **run.flush_window(reset=on_grid), "time": round(elapsed, 3),
-                              "steps_per_s": round((run.step - step0) / max(elapsed, 1e-9), 3)}
-                    if not on_grid:
-                        record["partial"] = True
-                    append_jsonl(out / "log.jsonl", record)
-                    if run.board is not None:
-                        run.board.log_line(record)
+                    record = write_log_line(run, on_grid, time.monotonic() - t0, run.step - step0)
                 if evaluates:
                     _evaluate_during_training(run)
                 if saves:
@@ -153,6 +144,21 @@ def _loop(run: Run, progress: bool) -> None:
                     raise RunInterrupted(out, run.step)
         finally:
             bar.close()
+
+
+def write_log_line(run: Run, on_grid: bool, elapsed: float, steps_done: int) -> dict:
+    """Append the log window's means to log.jsonl (and TensorBoard); returns the record.
+
+    A last line off the log_every grid is marked partial and its window kept, so that resuming past it
+    logs exactly what a straight run would (the partial line is dropped on resume)."""
+    record = {"step": run.step, **run.flush_window(reset=on_grid), "time": round(elapsed, 3),
+              "steps_per_s": round(steps_done / max(elapsed, 1e-9), 3)}
+    if not on_grid:
+        record["partial"] = True
+    append_jsonl(run.out_dir / "log.jsonl", record)
+    if run.board is not None:
+        run.board.log_line(record)
+    return record
 
 
 def _kept(run: Run) -> str:

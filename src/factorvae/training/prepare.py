@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import Config, ConfigError, make_config
+from ..data import GroundTruthData
 from ..files import atomic_write_text, remove_stale_temps
 from ..run.checkpoint import load_checkpoint
 from ..run.lock import DirLock, LockHeld
@@ -36,19 +37,20 @@ def _lock(out_dir: Path) -> DirLock:
 
 def prepare_run(
     config: Config | None, out_dir: str | Path, resume: bool = False, steps: int | None = None,
-    settings: dict | None = None,
+    settings: dict | None = None, data: GroundTruthData | None = None,
 ) -> Run:
     """Create a new run directory, or reopen one to resume (optionally to a new total ``steps`` and other
-    :data:`RESUME_SETTINGS`). The returned run holds the directory's lock until :meth:`Run.close`."""
+    :data:`RESUME_SETTINGS`). The returned run holds the directory's lock until :meth:`Run.close`.
+    ``data``: the run's data set, when the caller has loaded it already (a batched job shares one)."""
     out_dir = Path(out_dir)
     if resume:
-        return _reopen(out_dir, {**(settings or {}), **({} if steps is None else {"steps": steps})})
+        return _reopen(out_dir, {**(settings or {}), **({} if steps is None else {"steps": steps})}, data)
     assert config is not None, "a new run needs a config"
     if is_run_dir(out_dir) or (out_dir / "checkpoint.pt").exists():
         raise RunError(f"{out_dir} already holds a run; continue it with --resume {out_dir} or choose another --out")
     if out_dir.exists() and not out_dir.is_dir():
         raise RunError(f"--out {out_dir} is a file, not a folder")
-    run = Run(config, out_dir)  # builds data and networks first, so bad settings leave no folder behind
+    run = Run(config, out_dir, data)  # builds data and networks first, so bad settings leave no folder behind
     check_run_settings(config, run.data.has_factors)
     out_dir.mkdir(parents=True, exist_ok=True)
     lock = _lock(out_dir)
@@ -65,7 +67,7 @@ def prepare_run(
     return run
 
 
-def _reopen(out_dir: Path, changes: dict) -> Run:
+def _reopen(out_dir: Path, changes: dict, data: GroundTruthData | None = None) -> Run:
     """Resume: every check first (settings, checkpoint, logs), and only then any change on disk."""
     if not is_run_dir(out_dir):
         raise RunError(f"--resume {out_dir}: no run there (config.json missing); start one with --out")
@@ -77,7 +79,7 @@ def _reopen(out_dir: Path, changes: dict) -> Run:
             raise ConfigError(f"a resume may change only {', '.join(RESUME_SETTINGS)}; {', '.join(fixed)} "
                               f"{'is' if len(fixed) == 1 else 'are'} fixed by {out_dir}/config.json")
         config = make_config(saved, **changes) if changes else saved
-        run = Run(config, out_dir)
+        run = Run(config, out_dir, data)
         check_run_settings(config, run.data.has_factors)
         if (out_dir / "checkpoint.pt").exists():
             _restore(run, out_dir / "checkpoint.pt")

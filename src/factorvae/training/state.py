@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..config import Config
+from ..data import GroundTruthData
 from ..data import load as load_data
 from ..methods import build_method
 from ..run.lock import DirLock
@@ -31,11 +32,12 @@ def noise_seed(seed: int) -> int:
 class Run:
     """Everything a training run holds in memory: data, method, random state, log window."""
 
-    def __init__(self, config: Config, out_dir: Path) -> None:
+    def __init__(self, config: Config, out_dir: Path, data: GroundTruthData | None = None) -> None:
+        """``data``: the run's data set when the caller has it already (runs trained together share one)."""
         self.config, self.out_dir = config, out_dir
         configure_cpu(config.threads)
         self.device = resolve_device(config.device)
-        self.data = load_data(config.dataset, config.data_path)
+        self.data = data if data is not None else load_data(config.dataset, config.data_path)
         # on CUDA the built-in dSprites renders on the GPU, so only indices cross the bus; on CPU numpy's
         # renderer is the faster one (docs/performance.md)
         renderer = getattr(self.data, "renderer", None)
