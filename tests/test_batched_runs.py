@@ -103,3 +103,23 @@ def test_models_per_process_needs_a_batching_backend(tmp_path, capsys):
                  "--models-per-process", "2", "--out", str(tmp_path / "x")])
     assert code != 0
     assert "--models-per-process trains runs batched: use it with --backend batched or ray" in capsys.readouterr().err
+
+
+def test_the_gpu_batch_path_draws_each_members_own_minibatch(tmp_path):
+    """On CUDA all members' indices render in one call; here the same path runs through the CPU renderer."""
+    from factorvae.training.batched import _Job
+    from factorvae.training.prepare import prepare_run
+
+    def runs(prefix):
+        return [prepare_run(make_config(**{**SMALL, "batch_size": 8}, steps=5, seed=s), tmp_path / f"{prefix}{s}")
+                for s in range(3)]
+
+    batched, alone = runs("b"), runs("a")
+    for run in batched:
+        run.render = run.data.renderer(run.device)  # what Run does on CUDA
+    got = _Job(batched, None).batches()
+    assert got.shape == (3, 8, 1, 64, 64)
+    assert torch.equal(got, torch.stack([run.next_batch() for run in alone]))
+    assert [r.rng.bit_generator.state for r in batched] == [r.rng.bit_generator.state for r in alone]
+    for run in batched + alone:
+        run.close()

@@ -70,10 +70,10 @@ class Run:
         sampler, so the data stream and exact resume are the same on every device."""
         n = self.config.batch_size
         if self.render is not None:
-            return self.render(self._to_device(torch.from_numpy(self.data.sample_indices(n, self.rng))))
-        return self._to_device(torch.from_numpy(self.data.sample_observations(n, self.rng)))
+            return self.render(self.to_device(torch.from_numpy(self.data.sample_indices(n, self.rng))))
+        return self.to_device(torch.from_numpy(self.data.sample_observations(n, self.rng)))
 
-    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+    def to_device(self, t: torch.Tensor) -> torch.Tensor:
         if self.device.type == "cuda":  # from pinned memory the copy is asynchronous: no sync per step
             t = t.pin_memory()
         return t.to(self.device, non_blocking=True)
