@@ -40,6 +40,25 @@ def test_resume_is_bit_identical_to_a_straight_run(tmp_path, small, model):
     assert [r["step"] for r in _log(resumed)] == [2, 4, 6, 8, 10]
 
 
+def test_resume_from_moments_in_another_layout_is_exact(tmp_path, small):
+    """A checkpoint written on CUDA holds NCHW Adam moments; on CPU the conv weights are channels_last, and
+    fused Adam walks memory order: the moments must take their weights' layout on restore."""
+    straight = train(make_config(steps=8, **small), tmp_path / "a", progress=False)
+    train(make_config(steps=4, **small), tmp_path / "b", progress=False)
+    state = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    relaid = 0
+    for opt in state["optimizers"].values():
+        for moments in opt["state"].values():
+            for key, value in moments.items():
+                if value.dim() == 4 and not value.is_contiguous():
+                    moments[key] = value.contiguous()  # as a CUDA run saves them
+                    relaid += 1
+    assert relaid > 0  # the CPU run's moments were channels_last: the case is real
+    save_checkpoint(tmp_path / "b" / "checkpoint.pt", state)
+    resumed = resume(tmp_path / "b", steps=8, progress=False)
+    _assert_state_equal(_weights(straight), _weights(resumed))
+
+
 def test_run_directory_contents_and_log_fields(tmp_path, small):
     out = train(make_config(steps=4, **small), tmp_path / "r", progress=False)
     assert {p.name for p in out.iterdir()} == {"config.json", "log.jsonl", "status.json", "checkpoint.pt"}

@@ -96,6 +96,7 @@ class Run:
             m.load_state_dict(state["modules"][k])
         for k, o in self.method.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
+            match_layouts(o)
         self.generator.set_state(state["torch_rng"])
         torch.set_rng_state(state["torch_global_rng"])
         self.rng.bit_generator.state = json.loads(state["numpy_rng"])
@@ -116,3 +117,18 @@ class Run:
         if reset:
             self.window, self.window_count = {}, 0
         return record
+
+
+def match_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give every per-parameter state tensor (Adam's moments) its parameter's memory layout.
+
+    Fused Adam walks a parameter and its moments in memory order, not index order. ``load_state_dict``
+    keeps a saved tensor's layout, so moments saved by a CUDA run (NCHW) and loaded into a CPU run
+    (channels_last conv weights) would be applied to the wrong elements, silently. Copying into
+    ``empty_like(param)`` keeps every value at its index and takes the parameter's strides.
+    """
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                state[key] = torch.empty_like(param).copy_(value)
+
