@@ -164,10 +164,8 @@ def test_warm_up_and_restore_leave_the_method_as_an_untouched_twin(kind, trained
         twin.train_step(lambda x=x: x)
     parts = cuda_graph._Parts.of(method)
     saved = cuda_graph._snapshot(parts)
-    with cuda_graph._fixed_weights(method):
-        warm_up(method, batch_list(1, shape, CPU, seed=2)[0], steps=3)
+    warm_up(method, batch_list(1, shape, CPU, seed=2)[0], steps=3)
     cuda_graph._restore(parts, saved)
-    assert "_weights" not in vars(method)
     batches = batch_list(4, shape, CPU, seed=3)
     for step in range(2):
         ours = method.train_step(feeder(batches[2 * step:]))
@@ -241,7 +239,6 @@ def test_capture_orchestration_on_cpu_leaves_the_method_as_it_was(fake_cuda, kin
     assert graph.flags_seen and all(graph.flags_seen)  # capturable while capturing...
     assert not any(grp["capturable"] for opt in parts.optimizers for grp in opt.param_groups)  # ...not after
     assert set(graphed.outputs) >= {"loss", "tc", "d_loss"}
-    assert "_weights" not in vars(method)
     batches = batch_list(2, shape, CPU, seed=4)
     assert_close_states(method.train_step(feeder(batches)), twin.train_step(feeder(batches)))
     assert_close_states(state_of(method), state_of(twin))

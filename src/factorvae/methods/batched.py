@@ -133,8 +133,9 @@ class BatchedVAE:
         """K, the number of members."""
         return len(self.configs)
 
-    def _weights(self) -> torch.Tensor:
-        """γ (FactorVAE) or β per member (K,), the only loss settings in which members differ."""
+    def _loss_weights(self) -> torch.Tensor:
+        """γ (FactorVAE) or β per member (K,), the only loss settings in which members differ; built once
+        per assembly, since a copy from a Python list at every step would stall a GPU's queue."""
         if self.model == "factorvae":
             values = [c.gamma for c in self.configs]
         else:  # model "vae" is β = 1, as methods/vae.py
@@ -145,6 +146,7 @@ class BatchedVAE:
 
     def _assemble(self, states: Sequence[MemberState]) -> None:
         """(K, ...) parameters, each member's optimizers over its slices, then every member's state."""
+        self.weights = self._loss_weights()  # (K,)
         self.params: dict[str, dict[str, nn.Parameter]] = {
             name: {p: nn.Parameter(_stack_like(t, self.size)) for p, t in module.state_dict().items()}
             for name, module in self.template.modules.items()
@@ -294,7 +296,7 @@ class BatchedVAE:
         kl = kl_dims.sum(1)
         logits_q = self.discriminate(z)  # (K, B, 2)
         tc = _per_member(tc_from_logits, logits_q)
-        vae_loss = recon + kl + self._weights() * tc
+        vae_loss = recon + kl + self.weights * tc
         _zero_grad(self._optimized("vae"))
         # a sum: d(sum)/d(loss_k) = 1 exactly, so each member's gradient is its single run's
         vae_loss.sum().backward(inputs=self._optimized("vae"), retain_graph=True)
@@ -326,7 +328,7 @@ class BatchedVAE:
         recon = _per_member(bernoulli_nll, self.decode_logits(z), x)  # (K,)
         kl_dims = _per_member(_kl_per_dim, mu, logvar)  # (K, D)
         kl = kl_dims.sum(1)
-        loss = recon + self._weights() * kl
+        loss = recon + self.weights * kl
         _zero_grad(self._optimized("vae"))
         loss.sum().backward(inputs=self._optimized("vae"))  # a sum: each member's gradient is its own
         self._step("vae")

@@ -33,8 +33,8 @@ methods/factorvae.py) or of a BatchedVAE, following torch's whole-network recipe
 - ``zero_grad(set_to_none=True)`` and ``backward`` run inside the capture, so the gradients live in the
   graph's memory pool. The step's numbers come back as the same static tensors at every replay: clone
   what must outlive the next replay.
-- A host sync inside the step cannot be captured. BatchedVAE's ``_weights()`` builds its (K,) γ/β tensor
-  from a Python list (a host-to-device copy) at every step, so it is computed once and held for the graph.
+- A host sync inside the step cannot be captured: BatchedVAE keeps its (K,) γ/β tensor on the device
+  (``weights``, built when the members are assembled), so the step copies nothing from the host.
 
 Anything that stops the capture (not CUDA, an unsupported method or optimizer, torch without generator
 registration, an op that is not capturable, out of memory) gives ``(None, reason)`` in one line instead
@@ -53,8 +53,8 @@ benchmarks/gpu_oneshot.py measures it. The training loop does not use this modul
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -71,7 +71,6 @@ class GraphedStep:
     graph: torch.cuda.CUDAGraph
     inputs: list[torch.Tensor]  # one static minibatch buffer per next_batch() call of the step, in call order
     outputs: dict[str, torch.Tensor]  # the step's numbers, rewritten by every replay
-    keep: tuple = field(default=())  # tensors the graph reads that nothing else holds
 
     def __call__(self, next_batch: Callable[[], torch.Tensor]) -> dict[str, torch.Tensor]:
         """One training step, as ``method.train_step(next_batch)``: the batches are drawn first, in order."""
@@ -180,21 +179,6 @@ def warm_up(method, example: torch.Tensor, steps: int = WARMUP_STEPS) -> list[to
     return buffers
 
 
-@contextlib.contextmanager
-def _fixed_weights(method) -> Iterator[tuple]:
-    """BatchedVAE's per-member γ/β as one device tensor computed now: its ``_weights()`` copies a Python
-    list to the device at every step, a host sync that capture forbids. Yields what the graph must keep."""
-    if not isinstance(method, BatchedVAE):
-        yield ()
-        return
-    weights = method._weights()
-    method._weights = lambda: weights  # an instance attribute shadows the method while capturing
-    try:
-        yield (weights,)
-    finally:
-        del method._weights
-
-
 def capture_step(method, example: torch.Tensor, warmup: int = WARMUP_STEPS) -> tuple[GraphedStep | None, str]:
     """Capture one ``method.train_step`` in a CUDA graph. ``example``: one minibatch as ``next_batch()``
     returns it ((B, C, H, W), or (K, B, C, H, W) for a BatchedVAE), on the method's device; it only sizes
@@ -210,7 +194,7 @@ def capture_step(method, example: torch.Tensor, warmup: int = WARMUP_STEPS) -> t
     flags = [(group, group.get("capturable", False)) for opt in parts.optimizers for group in opt.param_groups]
     graph, captured, stream = None, False, torch.cuda.current_stream(parts.device)
     try:  # on the method's device: registering a generator allocates its graph-side seed and offset there
-        with torch.cuda.device(parts.device), _fixed_weights(method) as keep:
+        with torch.cuda.device(parts.device):
             buffers = warm_up(method, example, warmup)
             graph = torch.cuda.CUDAGraph()
             for generator in parts.generators:
@@ -236,4 +220,4 @@ def capture_step(method, example: torch.Tensor, warmup: int = WARMUP_STEPS) -> t
     if not captured:
         return None, reason
     message = f"captured after {warmup} warm-up step(s), {len(buffers)} input buffer(s)"
-    return GraphedStep(graph, buffers, outputs, keep), message
+    return GraphedStep(graph, buffers, outputs), message
