@@ -130,6 +130,21 @@ def test_ray_sweep_on_a_local_instance(tmp_path):
                              for k, v in summary["runs"].items()}
 
 
+def test_ray_tasks_train_groups_batched(tmp_path):
+    """--backend ray --models-per-process 2: one task trains both runs as one batched model (issue 14)."""
+    pytest.importorskip("ray")
+    out = tmp_path / "sw"
+    stream = io.StringIO()
+    summary = sweep("factorvae", [10, 40], 1, out, steps=3, overrides=TINY, backend="ray", workers=1, threads=1,
+                    metrics=("tc",), eval_settings=TINY_EVAL, stream=stream, models_per_process=2)
+    assert summary["failed"] == [], stream.getvalue()
+    assert "2 run(s) in 1 batched group(s)" in stream.getvalue()
+    assert "submit factorvae-gamma10-s0, factorvae-gamma40-s0" in stream.getvalue()  # one task for both
+    for name in ("factorvae-gamma10-s0", "factorvae-gamma40-s0"):
+        assert _json(out / name / "status.json")["state"] == "finished"
+        assert _json(out / name / "eval.json")["tc"]["step"] == 3
+
+
 def test_presets_scale_rule_and_cli_errors(tmp_path, capsys):
     full = get("dsprites-tradeoff").scaled(1.0)
     assert (full.steps, full.seeds, full.eval_every) == (300_000, 10, 30_000)
