@@ -1,6 +1,7 @@
 """Batched training writes normal run directories (issue 14, items 2-4): each member equals its run alone,
 resumes exactly, fails alone, and a sweep with ``--backend batched`` produces the same run folders."""
 
+import io
 import json
 
 import pytest
@@ -123,3 +124,17 @@ def test_the_gpu_batch_path_draws_each_members_own_minibatch(tmp_path):
     assert [r.rng.bit_generator.state for r in batched] == [r.rng.bit_generator.state for r in alone]
     for run in batched + alone:
         run.close()
+
+
+def test_a_member_folder_with_other_settings_fails_alone(tmp_path):
+    from factorvae.experiments.sweep import sweep
+
+    out = tmp_path / "sw"
+    train(make_config(**{**SMALL, "batch_size": 8}, steps=2, gamma=10.0), out / "factorvae-gamma10-s0",
+          progress=False)  # another experiment in the folder the grid wants
+    summary = sweep("factorvae", [10, 40], 1, out, steps=4, overrides={k: v for k, v in SMALL.items()
+                    if k != "model"}, backend="batched", threads=1, metrics=(), stream=io.StringIO())
+    assert summary["failed"] == ["factorvae-gamma10-s0"]
+    error = summary["runs"]["factorvae-gamma10-s0"]["error"]
+    assert "other settings" in error and "batch_size" in error
+    assert summary["runs"]["factorvae-gamma40-s0"]["state"] == "finished"

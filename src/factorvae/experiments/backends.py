@@ -125,7 +125,9 @@ class _Local:
         rc = proc.wait()
         with self.lock:
             self.children.discard(proc)
-        return {spec.name: _outcome(run_dir, rc, log) for spec, run_dir in zip(group, run_dirs, strict=True)}
+        errors = _member_errors(log) if len(group) > 1 else {}
+        return {spec.name: _outcome(run_dir, rc, log, errors.get(str(run_dir)))
+                for spec, run_dir in zip(group, run_dirs, strict=True)}
 
     def stop(self) -> None:
         with self.lock:
@@ -134,8 +136,20 @@ class _Local:
                 proc.send_signal(signal.SIGINT)
 
 
-def _outcome(run_dir: Path, rc: int, log: Path) -> dict[str, Any]:
-    if rc == 0:  # a batched member that failed says so in its own status.json
+def _member_errors(log: Path) -> dict[str, str]:
+    """{run directory: error} of the members a batched worker reported as failed (its last session)."""
+    try:
+        lines = log.read_text(errors="replace").split("\n--- ")[-1].splitlines()
+    except OSError:
+        return {}
+    found = (line[len("member "):].split(" failed: ", 1) for line in lines if line.startswith("member "))
+    return {parts[0]: parts[1] for parts in found if len(parts) == 2}
+
+
+def _outcome(run_dir: Path, rc: int, log: Path, error: str | None = None) -> dict[str, Any]:
+    if error:  # a batched member that failed while the others went on
+        return outcome(run_dir, error)
+    if rc == 0:
         return outcome(run_dir)
     if rc == INTERRUPTED:  # asked to stop; possibly between two segments, so status.json may say finished
         return {**outcome(run_dir), "state": "interrupted"}
@@ -192,17 +206,18 @@ def _ray_task(members: list[dict], plan: dict, names: list[str], files: list[dic
             run_dir.mkdir()
             for fname, data in run_files.items():
                 (run_dir / fname).write_bytes(data)
-        error = None
+        error, errors = None, [None] * len(run_dirs)
         try:
             if len(members) == 1:
                 execute_run(members[0], EvalPlan(**plan), run_dirs[0], threads)
-            else:  # a failed member's error is in its own status.json
-                execute_batch(members, EvalPlan(**plan), run_dirs, threads)
+            else:  # members that failed while the others went on
+                failed = execute_batch(members, EvalPlan(**plan), run_dirs, threads)
+                errors = [failed.get(str(d)) for d in run_dirs]
         except Exception as exc:  # noqa: BLE001 - returned to the driver as these runs' error
             error = f"{type(exc).__name__}: {exc}"
         back = [{p.name: p.read_bytes() for p in d.iterdir() if p.is_file() and not p.name.startswith(".")}
                 for d in run_dirs]
-    return {"files": back, "error": error, "node": socket.gethostname()}
+    return {"files": back, "error": error, "errors": errors, "node": socket.gethostname()}
 
 
 def _store_files(run_dir: Path, files: Mapping[str, bytes]) -> None:
@@ -292,7 +307,7 @@ def execute_ray(todo: list[list[RunSpec]], out: Path, plan: EvalPlan, workers: i
                 run_dir = out / spec.name
                 if back["files"] is not None:
                     _store_files(run_dir, back["files"][k])
-                result = outcome(run_dir, back["error"])
+                result = outcome(run_dir, back["error"] or back.get("errors", [None] * len(group))[k])
                 if back["node"]:
                     result["node"] = back["node"]
                 locks.pop(spec.name).release()

@@ -98,10 +98,13 @@ def execute_batch(members: Sequence[Mapping[str, Any]], plan: EvalPlan, run_dirs
     configs = [make_config(**overrides) for overrides in members]
     check_members(configs)  # one model and data set: safe to share the data between members
     runs: list = []
+    failed: dict[str, str] = {}
     try:
         for config, run_dir in zip(configs, run_dirs, strict=True):
-            runs.append(_open(config, Path(run_dir), runs[0].data if runs else None))
-        failed: dict[str, str] = {}
+            try:  # a folder that cannot be opened (other settings, a held lock) fails alone, as it would alone
+                runs.append(_open(config, Path(run_dir), runs[0].data if runs else None))
+            except RunError as exc:
+                failed[str(run_dir)] = str(exc)
         for step in sorted({run.step for run in runs}):  # only runs at one step can train together
             failed.update(_train_and_score_batch([run for run in runs if run.step == step], plan))
         return failed
