@@ -292,3 +292,18 @@ def test_graphed_steps_equal_eager_steps_from_the_same_state(kind):
         assert all(torch.equal(a, b) for a, b in zip(generator_states(method), generator_states(twin), strict=True))
     finally:
         torch.backends.cudnn.deterministic = deterministic
+
+
+def test_the_cuda_graph_setting_falls_back_to_eager_steps_off_cuda(tmp_path, capsys):
+    """``--set cuda_graph=true`` on CPU: the reason on stderr, and exactly the run an eager loop trains."""
+    from factorvae import make_config, train
+    from factorvae.run.checkpoint import load_checkpoint
+
+    small = {"batch_size": 8, "d_hidden": 64, "log_every": 2, "steps": 4, "device": "cpu"}
+    graphed = train(make_config(**small, cuda_graph=True), tmp_path / "g", progress=False)
+    assert "cuda_graph: not CUDA: graph capture needs a CUDA device" in capsys.readouterr().err
+    eager = train(make_config(**small), tmp_path / "e", progress=False)
+    a, b = load_checkpoint(graphed / "checkpoint.pt"), load_checkpoint(eager / "checkpoint.pt")
+    for name, module in a["modules"].items():
+        for key, value in module.items():
+            assert torch.equal(value, b["modules"][name][key]), (name, key)

@@ -63,6 +63,7 @@ class Config:
     log_every: int = 100  # steps between log lines
     checkpoint_every: int = 5_000  # steps between checkpoints (always one at the end)
     tensorboard: bool = False  # also write TensorBoard event files under RUN_DIR/tensorboard/
+    cuda_graph: bool = False  # CUDA only: replay each step from a captured CUDA graph (training/cuda_graph.py)
     eval_every: int = 0  # steps between metric evaluations during training; 0: off
     eval_metrics: tuple[str, ...] = ("factorvae", "tc")  # metrics computed every eval_every steps
     eval_protocol: str = "paper"

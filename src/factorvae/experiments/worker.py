@@ -22,8 +22,8 @@ from .grid import EvalPlan
 from .orphans import die_with_parent
 
 # may change between invocations without a new run; the last three are handed to the resumed run
-EXECUTION_ONLY = ("steps", "threads", "device", "tensorboard", "checkpoint_every", "log_every")
-_PASSED_ON_RESUME = ("tensorboard", "checkpoint_every", "log_every")
+EXECUTION_ONLY = ("steps", "threads", "device", "tensorboard", "checkpoint_every", "log_every", "cuda_graph")
+_PASSED_ON_RESUME = ("tensorboard", "checkpoint_every", "log_every", "cuda_graph")
 INTERRUPTED = 130  # a worker's exit status when it was asked to stop (as `factorvae train`)
 
 

@@ -41,7 +41,7 @@ def is_run_dir(path: Path) -> bool:
 
 # settings that change how a run executes, not the weights it computes: a resume may change them
 RESUME_SETTINGS = ("steps", "eval_every", "eval_metrics", "eval_protocol", "threads", "device", "log_every",
-                   "checkpoint_every", "tensorboard")
+                   "checkpoint_every", "tensorboard", "cuda_graph")
 # the files only the directory's writer writes: their leftover temp files are removed when it starts
 WRITER_FILES = ("checkpoint.pt", "config.json", "status.json", "log.jsonl", "metrics.jsonl")
 

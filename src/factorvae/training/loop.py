@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from ..config import Config
 from ..files import append_jsonl
 from ..run.checkpoint import save_checkpoint
@@ -114,10 +116,11 @@ def _loop(run: Run, progress: bool) -> None:
     bar = _Progress(run.step, cfg.steps, progress)
     t0, step0 = time.monotonic(), run.step
     finite_since, first_unchecked = None, run.step + 1  # numbers not yet read back: all finite?, from which step
+    train_step = _step_function(run) if cfg.cuda_graph else run.method.train_step
     with _StopSignal() as stop:
         try:
             while run.step < cfg.steps:
-                numbers = run.method.train_step(run.next_batch)
+                numbers = train_step(run.next_batch)
                 run.step += 1
                 finite = all_finite(numbers)  # every loss of the method, D's and the critic's included
                 finite_since = finite if finite_since is None else finite_since & finite
@@ -144,6 +147,19 @@ def _loop(run: Run, progress: bool) -> None:
                     raise RunInterrupted(out, run.step)
         finally:
             bar.close()
+
+
+def _step_function(run: Run):
+    """``cuda_graph``: the step replayed from a CUDA graph, or the eager step with the reason on stderr.
+
+    The capture warms up on a zero batch and puts weights, Adam state and generators back afterwards, so
+    the run's data and noise streams are untouched (training/cuda_graph.py)."""
+    from .cuda_graph import capture_step
+
+    example = torch.zeros(run.config.batch_size, *run.data.observation_shape, device=run.device)
+    graphed, reason = capture_step(run.method, example)
+    print(f"cuda_graph: {reason}" + ("" if graphed else "; training with eager steps"), file=sys.stderr, flush=True)
+    return graphed if graphed is not None else run.method.train_step
 
 
 def write_log_line(run: Run, on_grid: bool, elapsed: float, steps_done: int) -> dict:
