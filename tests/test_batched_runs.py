@@ -138,3 +138,37 @@ def test_a_member_folder_with_other_settings_fails_alone(tmp_path):
     error = summary["runs"]["factorvae-gamma10-s0"]["error"]
     assert "other settings" in error and "batch_size" in error
     assert summary["runs"]["factorvae-gamma40-s0"]["state"] == "finished"
+
+
+def test_runs_with_tensorboard_train_alone_and_the_api_refuses_them(tmp_path):
+    from factorvae.experiments.grid import batch_groups, make_grid
+
+    specs = make_grid("factorvae", [10, 40], 1, steps=4, overrides={"tensorboard": True})
+    assert batch_groups(specs) == [[specs[0]], [specs[1]]]
+    assert [len(g) for g in batch_groups(make_grid("factorvae", [10, 40], 2, steps=4))] == [4]
+    configs = [make_config(**SMALL, steps=2, seed=s, tensorboard=True) for s in range(2)]
+    with pytest.raises(ValueError, match="not supported with batched training yet"):
+        train_batched(configs, [tmp_path / "a", tmp_path / "b"], progress=False)
+    assert not (tmp_path / "a").exists()
+
+
+def test_a_member_whose_scoring_fails_fails_alone(tmp_path, monkeypatch):
+    import factorvae.evaluate
+    from factorvae.experiments.grid import EvalPlan
+    from factorvae.experiments.worker import execute_batch
+
+    real = factorvae.evaluate.evaluate_method
+
+    def broken_for_gamma10(method, *args, **kwargs):
+        if method.gamma == 10.0:
+            raise MemoryError("out of memory while scoring")
+        return real(method, *args, **kwargs)
+
+    monkeypatch.setattr(factorvae.evaluate, "evaluate_method", broken_for_gamma10)
+    members = [{**SMALL, "steps": 4, "seed": 0, "gamma": 10.0}, {**SMALL, "steps": 4, "seed": 1, "gamma": 40.0}]
+    plan = EvalPlan(("mig",), "paper", {"mig": {"num_train": 300}}, 2)
+    failed = execute_batch(members, plan, [tmp_path / "a", tmp_path / "b"])
+    assert list(failed) == [str(tmp_path / "a")] and "MemoryError" in failed[str(tmp_path / "a")]
+    assert json.loads((tmp_path / "a" / "status.json").read_text())["state"] == "failed"
+    assert json.loads((tmp_path / "b" / "status.json").read_text())["state"] == "finished"
+    assert json.loads((tmp_path / "b" / "eval.json").read_text())["mig"]["step"] == 4

@@ -152,7 +152,8 @@ def _outcome(run_dir: Path, rc: int, log: Path, error: str | None = None) -> dic
     if rc == 0:
         return outcome(run_dir)
     if rc == INTERRUPTED:  # asked to stop; possibly between two segments, so status.json may say finished
-        return {**outcome(run_dir), "state": "interrupted"}
+        found = outcome(run_dir)  # a batched member that failed before the stop stays failed
+        return found if found["state"] == "failed" else {**found, "state": "interrupted"}
     return outcome(run_dir, _last_error(log) or f"worker exited with status {rc}; see {log}")
 
 

@@ -91,8 +91,8 @@ def batch_groups(specs: Sequence[RunSpec], per_process: int | None = None) -> li
     groups: dict[str, list[RunSpec]] = {}
     alone: list[list[RunSpec]] = []
     for spec in specs:
-        if spec.model not in BATCHED_MODELS:
-            alone.append([spec])
+        if spec.model not in BATCHED_MODELS or spec.overrides.get("tensorboard") or spec.overrides.get("cuda_graph"):
+            alone.append([spec])  # batched training writes no TensorBoard files and captures no graphs yet
             continue
         shared = {k: v for k, v in spec.overrides.items() if k not in ("seed", spec.param)}
         groups.setdefault(json.dumps(shared, sort_keys=True, default=str), []).append(spec)

@@ -175,6 +175,17 @@ def _train_and_score_batch(runs: list, plan: EvalPlan) -> dict[str, str]:
         _score_if_stopped_while_scoring(run, plan)
     failed: dict[str, str] = {}
     steps = runs[0].config.steps if runs else 0  # the same for every member (check_members)
+
+    def score_each(action) -> None:  # a member whose scoring fails is stopped alone, the others go on
+        for run in list(runs):
+            try:
+                action(run)
+            except Exception as exc:  # noqa: BLE001 - recorded as this member's error
+                write_status(run.out_dir, run.last_good or 0, "failed", one_line(exc))
+                failed[str(run.out_dir)] = one_line(exc)
+                runs.remove(run)
+                run.close()
+
     while runs and runs[0].step < steps:
         target = _segment_end(runs[0].step, steps, plan)
         for run in runs:
@@ -184,10 +195,10 @@ def _train_and_score_batch(runs: list, plan: EvalPlan) -> dict[str, str]:
         if target < steps:
             for run in runs:
                 write_status(run.out_dir, run.step, "running")
-                _append_metrics(run, _score(run.method, run.data, run.device, plan))
+            score_each(lambda run: _append_metrics(run, _score(run.method, run.data, run.device, plan)))
     for run in runs:
         run.config = fulls[id(run)]
-        _final_score(run, plan)
+    score_each(lambda run: _final_score(run, plan))
     return failed
 
 

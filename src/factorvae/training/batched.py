@@ -70,8 +70,9 @@ def check_batch(runs: Sequence[Run]) -> None:
     if len({run.step for run in runs}) > 1:
         steps = ", ".join(f"{run.out_dir.name} at {run.step}" for run in runs)
         raise ConfigError(f"batched runs must stand at the same step ({steps}); resume them separately first")
-    if any(run.config.tensorboard for run in runs):
-        raise ConfigError("--tensorboard is not supported with batched training; train those runs alone")
+    if any(run.config.tensorboard or run.config.cuda_graph for run in runs):
+        raise ConfigError("--tensorboard and cuda_graph are not supported with batched training yet; train those "
+                          "runs alone")
 
 
 class _Job:
@@ -213,6 +214,9 @@ def _open_and_fit(items, resume: bool, steps: int | None, progress: bool, mode: 
         check_members(configs)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if any(c.tensorboard or c.cuda_graph for c in configs):
+        raise ConfigError("--tensorboard and cuda_graph are not supported with batched training yet; train those "
+                          "runs alone")
     runs: list[Run] = []
     data = None
     try:
