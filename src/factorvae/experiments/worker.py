@@ -91,12 +91,12 @@ def execute_batch(members: Sequence[Mapping[str, Any]], plan: EvalPlan, run_dirs
     each as :func:`execute_run` does; returns {run directory: error} of the members that failed."""
     import torch
 
-    from ..methods.batched import check_members
+    from ..training.batched import check_configs
 
     if threads:
         torch.set_num_threads(threads)
     configs = [make_config(**overrides) for overrides in members]
-    check_members(configs)  # one model and data set: safe to share the data between members
+    check_configs(configs)  # one model and data set: safe to share the data between members
     runs: list = []
     failed: dict[str, str] = {}
     try:

@@ -60,19 +60,24 @@ def _member_finite(numbers: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.stack(per_name).all(0)
 
 
-def check_batch(runs: Sequence[Run]) -> None:
-    """Runs that can train as one batched model: one model and data set, differing in seed and γ or β,
-    at the same step, with the same target."""
+def check_configs(configs: Sequence[Config]) -> None:
+    """Settings that can train as one batched model: one model and data set, differing only in seed and
+    γ or β, and nothing batched training does not do yet (TensorBoard files, CUDA graphs)."""
     try:
-        check_members([run.config for run in runs])
+        check_members(configs)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if any(c.tensorboard or c.cuda_graph for c in configs):
+        raise ConfigError("--tensorboard and cuda_graph are not supported with batched training yet; train those "
+                          "runs alone")
+
+
+def check_batch(runs: Sequence[Run]) -> None:
+    """Runs that can train as one batched model: :func:`check_configs`, and all at the same step."""
+    check_configs([run.config for run in runs])
     if len({run.step for run in runs}) > 1:
         steps = ", ".join(f"{run.out_dir.name} at {run.step}" for run in runs)
         raise ConfigError(f"batched runs must stand at the same step ({steps}); resume them separately first")
-    if any(run.config.tensorboard or run.config.cuda_graph for run in runs):
-        raise ConfigError("--tensorboard and cuda_graph are not supported with batched training yet; train those "
-                          "runs alone")
 
 
 class _Job:
@@ -210,13 +215,7 @@ def _open_and_fit(items, resume: bool, steps: int | None, progress: bool, mode: 
     if missing:
         raise RunError(f"no run in {', '.join(missing)} (config.json missing); start those with train_batched")
     configs = [c if c is not None else Config.load(Path(d) / "config.json") for c, d in items]
-    try:  # refused before any folder is made or changed; members then share one data set safely
-        check_members(configs)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    if any(c.tensorboard or c.cuda_graph for c in configs):
-        raise ConfigError("--tensorboard and cuda_graph are not supported with batched training yet; train those "
-                          "runs alone")
+    check_configs(configs)  # refused before any folder is made or changed; members then share one data set
     runs: list[Run] = []
     data = None
     try:
