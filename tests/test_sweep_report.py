@@ -91,8 +91,9 @@ def test_report_files_and_self_contained_html(tmp_path):
     root = _fake_sweep(tmp_path / "sw", missing_seed_of=("betavae", 1.0))
     assert main(["report", str(root)]) == 0  # the report command sees sweep.json and writes the sweep report
     page = (root / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 2  # trade-off figure and curves
+    assert page.count("data:image/png;base64,") == 3  # trade-off figure, curves, TC against β and γ
     assert (root / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (root / "curves.png").is_file()
+    assert (root / "tc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "http://" not in page and "https://" not in page and "<script" not in page
     assert "β=4" in page and "0.750 ± 0.071" in page and "non-finite loss" in page
     md = (root / "summary.md").read_text()
