@@ -147,6 +147,7 @@ def test_table_from_sweep_folders_at_every_complete_step(tmp_path):
     assert [(r["steps"], r["variant"]) for r in rows] == [(10, "paper"), (10, "same_batch")]
     assert rows[0]["difference"] == pytest.approx(0.3) and rows[1]["difference"] == pytest.approx(-0.4)
     assert rows[0]["verdict"] == HOLDS
+    assert tt.matched_table([main_grid, arm], steps=[10, 20], resamples=500) == rows  # 20: not every run has it
     at20 = tt.matched_table([main_grid], steps=[20], resamples=500)
     assert at20[0]["difference"] == pytest.approx(0.5 - 0.7) and at20[0]["verdict"] == FAILS
 

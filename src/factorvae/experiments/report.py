@@ -370,14 +370,19 @@ def matched_csv(test: Sequence[dict[str, Any]]) -> str:
     return _csv([{k: r[k] for k in COLUMNS} for r in test]) if test else ",".join(COLUMNS) + "\n"
 
 
-def write_sweep_report(sweep_dir: str | Path, metric: str = "factorvae") -> Path:
+def write_sweep_report(sweep_dir: str | Path, metric: str = "factorvae", also: Sequence[str | Path] = (),
+                       test_steps: Sequence[int] | None = None) -> Path:
     """Write summary.csv, summary.md, tradeoff_test.csv, tradeoff.png, curves.png, tc.png and the
-    self-contained report.html into ``sweep_dir``; returns the HTML's path."""
+    self-contained report.html into ``sweep_dir``; returns the HTML's path.
+
+    ``also``: more sweep folders whose runs join this one's (e.g. a ``same_batch`` arm run as a sweep of its
+    own). ``test_steps``: the step counts of the matched test (default: every one all runs reached).
+    """
     sweep_dir = Path(sweep_dir)
-    rows = collect(sweep_dir, metric)
+    rows = [r for d in (sweep_dir, *also) for r in collect(d, metric)]
     doc = read_json(sweep_dir / SWEEP_FILE) or {}
     summary = summarize(rows)
-    test = matched_table([sweep_dir], metric=metric)
+    test = matched_table([sweep_dir, *also], steps=test_steps, metric=metric)
     atomic_write_text(sweep_dir / "summary.csv", _csv(summary))
     atomic_write_text(sweep_dir / "summary.md", markdown_table(summary, metric))
     atomic_write_text(sweep_dir / "tradeoff_test.csv", matched_csv(test))

@@ -174,13 +174,14 @@ def settings_at(runs: Sequence[dict[str, Any]], step: int) -> tuple[list[Setting
 
 def matched_table(sweep_dirs: Sequence[str | Path], steps: Sequence[int] | None = None,
                metric: str = "factorvae", resamples: int = 10_000, seed: int = 0) -> list[dict[str, Any]]:
-    """The matched test at each of ``steps`` (default: every step count all runs reached), rows concatenated.
+    """The matched test at each of ``steps`` that all runs reached (default: every such step), rows concatenated.
 
     A step count with fewer than two β-VAE settings or no FactorVAE setting is skipped.
     """
     runs = runs_at(sweep_dirs, metric)
     rows = []
-    for step in complete_steps(runs) if steps is None else steps:
+    complete = complete_steps(runs)
+    for step in complete if steps is None else [s for s in steps if s in complete]:
         betavae, factorvae = settings_at(runs, step)
         if len(betavae) >= 2 and factorvae:
             rows += matched_test(betavae, factorvae, steps=step, resamples=resamples, seed=seed)
