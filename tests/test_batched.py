@@ -197,7 +197,7 @@ def test_no_gradient_leaks_between_members(mode, change):
     dirty, numbers = two_steps(edits[change])
     for k in (0, 2):
         assert_identical(dirty.member_state(k), clean.member_state(k))
-    assert not torch.equal(dirty.params["encoder"]["fc.2.weight"][1], clean.params["encoder"]["fc.2.weight"][1])
+    assert not torch.equal(dirty.stacked["encoder"]["fc.2.weight"][1], clean.stacked["encoder"]["fc.2.weight"][1])
     if change == "nan":
         assert numbers[-1]["loss"].isfinite().tolist() == [True, False, True]
 

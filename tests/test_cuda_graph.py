@@ -117,7 +117,7 @@ def test_a_gan_method_is_refused_with_its_name():
 
 def test_a_non_fused_optimizer_is_refused():
     method = method_on(CPU)
-    method.opt_d = method.optimizers["discriminator"] = torch.optim.Adam(method.d_params, lr=1e-4)
+    method.opt_d = method.optimizers["discriminator"] = torch.optim.Adam(method.discriminator.parameters(), lr=1e-4)
     graphed, reason = capture_step(method, batch_list(1, (BATCH,), CPU)[0])
     assert graphed is None and "not a fused Adam" in reason
 

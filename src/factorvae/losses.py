@@ -24,6 +24,11 @@ def kl_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0)
 
 
+def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(q(z|x) || p(z)) per latent dimension, averaged over the batch: (D,). Summed, the β-VAE's KL term."""
+    return kl_normal(mu, logvar).mean(0)
+
+
 def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """−log p(x|z) of a Bernoulli decoder, summed over pixels and averaged over the batch (nats)."""
     return F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / x.shape[0]

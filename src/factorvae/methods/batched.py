@@ -41,22 +41,15 @@ from torch import nn
 from torch.func import functional_call
 
 from ..config import BATCHED_MODELS, Config
-from ..losses import (
-    bernoulli_nll,
-    discriminator_accuracy,
-    discriminator_loss,
-    kl_normal,
-    permute_dims,
-    reparameterize,
-    tc_from_logits,
-)
+from ..losses import permute_dims, reparameterize
 from . import build_method
+from .factorvae import algorithm2
+from .networks import OPTIMIZED
+from .vae import betavae_step
 
 MODELS = BATCHED_MODELS  # declared with the other model names in config.py
 MODES = ("grouped", "loop")
 VARYING = ("seed", "gamma", "beta")  # the only settings in which members may differ
-# optimizer name -> the modules it steps, as in methods/factorvae.py and methods/vae.py
-OPTIMIZED = {"vae": ("encoder", "decoder"), "discriminator": ("discriminator",)}
 
 MemberState = dict[str, dict[str, dict]]  # {"modules": {name: state_dict}, "optimizers": {name: state_dict}}
 
@@ -147,12 +140,12 @@ class BatchedVAE:
     def _assemble(self, states: Sequence[MemberState]) -> None:
         """(K, ...) parameters, each member's optimizers over its slices, then every member's state."""
         self.weights = self._loss_weights()  # (K,)
-        self.params: dict[str, dict[str, nn.Parameter]] = {
+        self.stacked: dict[str, dict[str, nn.Parameter]] = {
             name: {p: nn.Parameter(_stack_like(t, self.size)) for p, t in module.state_dict().items()}
             for name, module in self.template.modules.items()
         }
         with torch.no_grad():  # leaf views: member k's tensors, as its optimizers see them
-            self._slices = [{name: {p: t[k] for p, t in params.items()} for name, params in self.params.items()}
+            self._slices = [{name: {p: t[k] for p, t in params.items()} for name, params in self.stacked.items()}
                             for k in range(self.size)]
         config = self.configs[0]
         rates = {"vae": (config.lr, config.adam_betas), "discriminator": (config.discriminator_lr,
@@ -172,16 +165,40 @@ class BatchedVAE:
         """Member k's slices that optimizer ``name`` steps, in the single method's order."""
         return [t for module in OPTIMIZED[name] for t in self._slices[k][module].values()]
 
-    def _optimized(self, name: str) -> list[nn.Parameter]:
-        """The stacked parameters optimizer ``name`` steps (the backward's inputs)."""
-        return [p for module in OPTIMIZED[name] for p in self.params[module].values()]
+    # ---- what a step sees (methods/networks.py): the single run's members with a member axis -------------
 
-    def _step(self, name: str) -> None:
+    def params(self, name: str) -> list[nn.Parameter]:
+        """The stacked parameters optimizer ``name`` steps (the backward's inputs)."""
+        return [p for module in OPTIMIZED[name] for p in self.stacked[module].values()]
+
+    def zero_grad(self, name: str) -> None:
+        for p in self.params(name):
+            p.grad = None
+
+    def step(self, name: str) -> None:
         """Every member's optimizer ``name`` on its slice of the stacked gradients."""
         for k, optimizers in enumerate(self.optimizers):
-            for view, p in zip(self._member_params(k, name), self._optimized(name), strict=True):
+            for view, p in zip(self._member_params(k, name), self.params(name), strict=True):
                 view.grad = None if p.grad is None else p.grad[k]
             optimizers[name].step()
+
+    def sample(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """z ~ q(z|x) (K, B, D), member k's noise from member k's generator (one draw each, as its run)."""
+        return self.each_drawing(reparameterize, mu, logvar)
+
+    def permute(self, z: torch.Tensor) -> torch.Tensor:
+        """permute_dims per member (K, B, D), member k's permutations from member k's generator."""
+        return self.each_drawing(permute_dims, z)
+
+    def each_drawing(self, fn: Callable[..., torch.Tensor], *args: torch.Tensor) -> torch.Tensor:
+        """fn(member's tensors..., member's generator) for every member, stacked."""
+        return torch.stack([fn(*member, g) for *member, g in zip(*args, self.generators, strict=True)])
+
+    @staticmethod
+    def each(fn: Callable[..., torch.Tensor], *args: torch.Tensor) -> torch.Tensor:
+        """fn on each member's slices, stacked: (K, ...). The single run's own loss functions, called as it
+        calls them: vmapped, bernoulli_nll's backward rounds differently (measured)."""
+        return torch.stack([fn(*member) for member in zip(*args, strict=True)])
 
     def member_state(self, k: int) -> MemberState:
         """Member k as the single method's checkpoint holds it: ``{"modules": {"encoder": state_dict, ...},
@@ -198,7 +215,7 @@ class BatchedVAE:
     def load_member_state(self, k: int, modules: dict[str, dict], optimizers: dict[str, dict]) -> None:
         """Put a single run's states (:meth:`member_state`'s format, e.g. its checkpoint's) into member k."""
         for name, sd in modules.items():
-            if list(sd) != list(self.params[name]):
+            if list(sd) != list(self.stacked[name]):
                 raise ValueError(f"member {k}'s {name} state does not match the {self.model} networks")
         with torch.no_grad():
             for name, sd in modules.items():
@@ -238,8 +255,8 @@ class BatchedVAE:
         """Member k's parameters of module ``name`` as differentiable views (unbind: one backward node).
         The stack keeps the single run's strides per member (channels_last convs on CPU), which pick
         oneDNN's kernel: the same kernel as the single run, so the same rounding."""
-        slices = [p.unbind(0) for p in self.params[name].values()]
-        return [dict(zip(self.params[name], ts, strict=True)) for ts in zip(*slices, strict=True)]
+        slices = [p.unbind(0) for p in self.stacked[name].values()]
+        return [dict(zip(self.stacked[name], ts, strict=True)) for ts in zip(*slices, strict=True)]
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (K, B, C, H, W) -> (mu, logvar), each (K, B, D)."""
@@ -247,7 +264,7 @@ class BatchedVAE:
             codes = self._each("encoder", x)
             return torch.stack([c[0] for c in codes]), torch.stack([c[1] for c in codes])
         n, b = x.shape[:2]
-        p, enc = self.params["encoder"], self.template.encoder
+        p, enc = self.stacked["encoder"], self.template.encoder
         h = _conv_stack(enc.convs, "convs", p, _fold(x), n)  # (B, K·64, 4, 4)
         h = _linear_stack(enc.fc, "fc", p, h.reshape(b, n, -1).transpose(0, 1))  # (K, B, 2D)
         mu, logvar = h.chunk(2, dim=2)
@@ -258,7 +275,7 @@ class BatchedVAE:
         if self.mode == "loop":
             return torch.stack(self._each("decoder", z))
         n, b = z.shape[:2]
-        p, dec = self.params["decoder"], self.template.decoder
+        p, dec = self.stacked["decoder"], self.template.decoder
         h = _linear_stack(dec.fc, "fc", p, z)  # (K, B, 64·4·4)
         h = _conv_stack(dec.deconvs, "deconvs", p, _fold(h.view(n, b, dec.deconvs[0].in_channels, 4, 4)), n)
         return h.reshape(b, n, self.channels, *h.shape[2:]).transpose(0, 1)  # (K, B, C, H, W)
@@ -267,94 +284,26 @@ class BatchedVAE:
         """z (K, B, D) -> D's 2 logits (K, B, 2)."""
         if self.mode == "loop":
             return torch.stack(self._each("discriminator", z))
-        return _linear_stack(self.template.discriminator.net, "net", self.params["discriminator"], z)
+        return _linear_stack(self.template.discriminator.net, "net", self.stacked["discriminator"], z)
 
     def _each(self, name: str, inputs: torch.Tensor) -> list:
         """Member k's input through the single module ``name`` with member k's weights, for every k."""
         module = self.template.modules[name]
         return [functional_call(module, p, (h,)) for p, h in zip(self._members(name), inputs, strict=True)]
 
-    def _sample(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-        """z ~ q(z|x) (K, B, D), member k's noise from member k's generator (one draw each, as its run)."""
-        return _per_member(reparameterize, mu, logvar, self.generators)
-
-    # ---- Algorithm 2 (FactorVAE) and the β-VAE step, per member ----------------------------------------
+    # ---- Algorithm 2 (FactorVAE) and the β-VAE step: the single run's own code, on K members ------------
 
     def train_step(self, batches: Callable[[], torch.Tensor]) -> dict[str, torch.Tensor]:
         """One iteration of every member; ``batches()`` gives each member's minibatch (K, B, C, H, W).
         Returns the single method's numbers with a leading member axis (kl_per_dim: (K, D))."""
-        return self._factorvae_step(batches) if self.model == "factorvae" else self._betavae_step(batches)
-
-    def _factorvae_step(self, batches: Callable[[], torch.Tensor]) -> dict[str, torch.Tensor]:
-        # 1. VAE update on B1, as methods/factorvae.py: the TC term's gradient reaches the encoder through
-        # D, whose weights this step leaves alone (backward restricted to the VAE parameters)
-        x = batches()  # (K, B, C, H, W)
-        mu, logvar = self.encode(x)
-        z = self._sample(mu, logvar)  # (K, B, D)
-        recon = _per_member(bernoulli_nll, self.decode_logits(z), x)  # (K,)
-        kl_dims = _per_member(_kl_per_dim, mu, logvar)  # (K, D)
-        kl = kl_dims.sum(1)
-        logits_q = self.discriminate(z)  # (K, B, 2)
-        tc = _per_member(tc_from_logits, logits_q)
-        vae_loss = recon + kl + self.weights * tc
-        _zero_grad(self._optimized("vae"))
-        # a sum: d(sum)/d(loss_k) = 1 exactly, so each member's gradient is its single run's
-        vae_loss.sum().backward(inputs=self._optimized("vae"), retain_graph=True)
-        self._step("vae")
-
-        # 2. D update on z against permuted codes of an independent B2, encoded by the updated encoder
-        with torch.no_grad():
-            z_other = z.detach() if self.same_batch else self._sample(*self.encode(batches()))
-            z_perm = _per_member(permute_dims, z_other, self.generators)
-        logits_perm = self.discriminate(z_perm)
-        d_loss = _per_member(discriminator_loss, logits_q, logits_perm)  # (K,)
-        _zero_grad(self._optimized("discriminator"))
-        d_loss.sum().backward(inputs=self._optimized("discriminator"))  # D only: the encoder gets nothing
-        self._step("discriminator")
-        return {
-            "loss": vae_loss.detach(),
-            "recon": recon.detach(),
-            "kl": kl.detach(),
-            "kl_per_dim": kl_dims.detach(),
-            "tc": tc.detach(),
-            "d_loss": d_loss.detach(),
-            "d_acc": _per_member(discriminator_accuracy, logits_q.detach(), logits_perm.detach()),
-        }
-
-    def _betavae_step(self, batches: Callable[[], torch.Tensor]) -> dict[str, torch.Tensor]:
-        x = batches()  # (K, B, C, H, W)
-        mu, logvar = self.encode(x)
-        z = self._sample(mu, logvar)
-        recon = _per_member(bernoulli_nll, self.decode_logits(z), x)  # (K,)
-        kl_dims = _per_member(_kl_per_dim, mu, logvar)  # (K, D)
-        kl = kl_dims.sum(1)
-        loss = recon + self.weights * kl
-        _zero_grad(self._optimized("vae"))
-        loss.sum().backward(inputs=self._optimized("vae"))  # a sum: each member's gradient is its own
-        self._step("vae")
-        return {"loss": loss.detach(), "recon": recon.detach(), "kl": kl.detach(), "kl_per_dim": kl_dims.detach()}
-
-
-def _per_member(fn: Callable[..., torch.Tensor], *args: Sequence) -> torch.Tensor:
-    """fn on each member's slices, stacked: (K, ...). The single method's own loss and sampling functions,
-    called as it calls them: vmapped, bernoulli_nll's backward rounds differently (measured), and the
-    random draws must come from each member's generator in turn."""
-    return torch.stack([fn(*member) for member in zip(*args, strict=True)])
-
-
-def _kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL of q(z|x) to the prior per dimension, averaged over the batch (D,), as the single methods."""
-    return kl_normal(mu, logvar).mean(0)
+        if self.model == "factorvae":
+            return algorithm2(self, batches, self.weights, self.same_batch)
+        return betavae_step(self, batches, self.weights)
 
 
 def _stack_like(t: torch.Tensor, n: int) -> torch.Tensor:
     """Zeros (n, *t.shape) in which every [k] has t's strides (t is dense: contiguous or channels_last)."""
     return torch.empty_strided((n, *t.shape), (t.numel(), *t.stride()), dtype=t.dtype, device=t.device).zero_()
-
-
-def _zero_grad(params: Sequence[nn.Parameter]) -> None:
-    for p in params:
-        p.grad = None
 
 
 def _fold(h: torch.Tensor) -> torch.Tensor:

@@ -11,8 +11,25 @@ import torch
 
 from ..config import Config
 from ..kernels import channels_last_on_cpu
-from ..losses import bernoulli_nll, kl_normal, reparameterize
+from ..losses import bernoulli_nll, kl_per_dim
 from ..nets import Decoder, Encoder
+from .networks import Networks
+
+
+def betavae_step(nets, next_batch: Callable[[], torch.Tensor], beta: float | torch.Tensor) -> dict[str, torch.Tensor]:
+    """One β-VAE iteration of one run, or of K runs at once (as :func:`.factorvae.algorithm2`): ``beta`` a
+    number or one per member (K,). Shapes are one run's."""
+    x = next_batch()  # (B, C, H, W) in [0, 1]
+    mu, logvar = nets.encode(x)
+    z = nets.sample(mu, logvar)
+    recon = nets.each(bernoulli_nll, nets.decode_logits(z), x)
+    kl_dims = nets.each(kl_per_dim, mu, logvar)  # (D,) batch mean per dimension
+    kl = kl_dims.sum(-1)
+    loss = recon + beta * kl
+    nets.zero_grad("vae")
+    loss.sum().backward(inputs=nets.params("vae"))  # summed over members: each member's gradient is its own
+    nets.step("vae")
+    return {"loss": loss.detach(), "recon": recon.detach(), "kl": kl.detach(), "kl_per_dim": kl_dims.detach()}
 
 
 class BetaVAE:
@@ -23,11 +40,12 @@ class BetaVAE:
         self.generator = generator
         self.encoder = channels_last_on_cpu(Encoder(channels, config.latent_dim, config.width), device)
         self.decoder = channels_last_on_cpu(Decoder(channels, config.latent_dim, config.width), device)
-        self.vae_params = [*self.encoder.parameters(), *self.decoder.parameters()]
         # fused Adam: one pass over each tensor instead of ~7 elementwise ops
-        self.opt_vae = torch.optim.Adam(self.vae_params, lr=config.lr, betas=config.adam_betas, fused=True)
+        self.opt_vae = torch.optim.Adam([*self.encoder.parameters(), *self.decoder.parameters()], lr=config.lr,
+                                        betas=config.adam_betas, fused=True)
         self.modules = {"encoder": self.encoder, "decoder": self.decoder}
         self.optimizers = {"vae": self.opt_vae}
+        self.nets = Networks(self.modules, self.optimizers, generator)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu, logvar) of q(z|x); the representation the metrics score is mu."""
@@ -38,14 +56,4 @@ class BetaVAE:
         return torch.sigmoid(self.decoder(z))
 
     def train_step(self, next_batch: Callable[[], torch.Tensor]) -> dict[str, torch.Tensor]:
-        x = next_batch()  # (B, C, H, W) in [0, 1]
-        mu, logvar = self.encoder(x)
-        z = reparameterize(mu, logvar, self.generator)
-        recon = bernoulli_nll(self.decoder(z), x)
-        kl_dims = kl_normal(mu, logvar).mean(0)  # (D,) batch mean per dimension
-        kl = kl_dims.sum()
-        loss = recon + self.beta * kl
-        self.opt_vae.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt_vae.step()
-        return {"loss": loss.detach(), "recon": recon.detach(), "kl": kl.detach(), "kl_per_dim": kl_dims.detach()}
+        return betavae_step(self.nets, next_batch, self.beta)

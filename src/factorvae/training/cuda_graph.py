@@ -92,7 +92,7 @@ class _Parts:
     @classmethod
     def of(cls, method) -> _Parts:
         if isinstance(method, BatchedVAE):
-            params = [p for group in method.params.values() for p in group.values()]
+            params = [p for group in method.stacked.values() for p in group.values()]
             optimizers = [o for member in method.optimizers for o in member.values()]
             return cls(params, optimizers, list(method.generators), method.device)
         params = [p for module in method.modules.values() for p in module.parameters()]
