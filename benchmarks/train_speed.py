@@ -39,7 +39,7 @@ from factorvae.training.runtime import keep_freed_memory
 BATCH = 64
 GAMMA = 40.0
 # the ladder: the plain code plus one more idea per rung, in this order (docs/performance.md)
-IDEAS = ("malloc", "channels_last", "fused_adam", "no_d_grads", "reuse_dz", "image_deconv", "d_feature_major")
+IDEAS = ("malloc", "channels_last", "fused_adam", "no_d_grads", "reuse_dz", "image_deconv")
 TARGET_RATIO, TARGET_BF16_RATIO, TARGET_RSS_MB, TARGET_RSS_3D_MB = 1.5, 1.8, 1024, 1536
 LIBRARY = {"library": "fp32", "library-bf16": "bf16", "baseline": "fp32"}  # worker kind -> precision
 
@@ -76,10 +76,6 @@ class PlainFactorVAE:
             last = ImageDeconv(32, 1)
             last.load_state_dict(self.decoder[-1].state_dict())
             self.decoder[-1] = last
-        if "d_feature_major" in self.ideas:  # same weights, the library's feature-major forward
-            from factorvae.kernels import FeatureMajorMLP
-
-            self.d = FeatureMajorMLP(*self.d)
         if "channels_last" in self.ideas:
             self.encoder.to(memory_format=torch.channels_last)
             self.decoder.to(memory_format=torch.channels_last)

@@ -54,7 +54,6 @@ def test_for_device_swaps_in_fast_layers_that_hold_the_same_parameters():
     plain = FactorVAE(config, 1, torch.Generator(), CPU)  # the method as written, no fast path
     fast = _method()
     assert type(fast.decoder.deconvs[-1]) is kernels.ImageDeconv
-    assert type(fast.discriminator.net) is kernels.FeatureMajorMLP
     assert fast.encoder.convs[2].weight.is_contiguous(memory_format=torch.channels_last)
     for name, module in plain.modules.items():  # the same initial weights under the same keys
         assert_state_equal(module.state_dict(), fast.modules[name].state_dict())
@@ -67,39 +66,30 @@ def test_for_device_swaps_in_fast_layers_that_hold_the_same_parameters():
 def test_off_the_cpu_only_adam_is_fused():
     torch.manual_seed(0)
     method = kernels.for_device(FactorVAE(make_config(batch_size=8), 1, torch.Generator(), CPU), torch.device("cuda"))
-    assert type(method.decoder.deconvs[-1]) is nn.ConvTranspose2d and type(method.discriminator.net) is nn.Sequential
+    assert type(method.decoder.deconvs[-1]) is nn.ConvTranspose2d
     assert method.encoder.convs[2].weight.is_contiguous()
     assert all(g["fused"] for o in method.optimizers.values() for g in o.param_groups)
 
 
-def test_wide_mlps_only_run_feature_major():
-    encoder_fc = nn.Sequential(nn.Linear(1024, 256), nn.ReLU(), nn.Linear(256, 20))
-    assert not kernels._is_wide_mlp(encoder_fc) and kernels._is_wide_mlp(Discriminator().net)
-
-
 @pytest.mark.parametrize("channels", [1, 3])
-def test_bf16_fast_layers_equal_the_stock_layers_under_autocast(channels):
+def test_bf16_patch_deconv_equals_the_stock_layer_under_autocast(channels):
     torch.manual_seed(channels)
     stock = nn.ConvTranspose2d(32, channels, 4, 2, 1).to(memory_format=torch.channels_last)
-    mlp = Discriminator(hidden=1000, layers=2).net
-    for plain, fast, x in (
-        (stock, kernels.ImageDeconv.replacing(copy.deepcopy(stock)),
-         torch.relu(torch.randn(4, 32, 8, 8)).contiguous(memory_format=torch.channels_last)),
-        (mlp, kernels.FeatureMajorMLP(*copy.deepcopy(mlp)), torch.randn(64, 10)),
-    ):
-        outs, grads = [], []
-        for module in (plain, fast):
-            xi = x.clone().requires_grad_()
-            with kernels.precision_scope(CPU, "bf16"):
-                out = module(xi.bfloat16() if xi.ndim == 4 else xi)
-            out.float().square().sum().backward()
-            outs.append(out.float())
-            grads.append([xi.grad, *(p.grad for p in module.parameters())])
-        # both ran in bf16: the same sums to bf16 rounding (8 bits), far from fp32's agreement
-        torch.testing.assert_close(outs[1], outs[0], rtol=2e-2, atol=2e-2 * outs[0].abs().max().item())
-        for a, b in zip(*grads, strict=True):
-            assert a.dtype == b.dtype == torch.float32
-            torch.testing.assert_close(a, b, rtol=5e-2, atol=5e-2 * b.abs().max().item())
+    fast = kernels.ImageDeconv.replacing(copy.deepcopy(stock))
+    x = torch.relu(torch.randn(4, 32, 8, 8)).contiguous(memory_format=torch.channels_last)
+    outs, grads = [], []
+    for module in (stock, fast):
+        xi = x.clone().requires_grad_()
+        with kernels.precision_scope(CPU, "bf16"):
+            out = module(xi.bfloat16())
+        out.float().square().sum().backward()
+        outs.append(out.float())
+        grads.append([xi.grad, *(p.grad for p in module.parameters())])
+    # both ran in bf16: the same sums to bf16 rounding (8 bits), far from fp32's agreement
+    torch.testing.assert_close(outs[1], outs[0], rtol=2e-2, atol=2e-2 * outs[0].abs().max().item())
+    for a, b in zip(*grads, strict=True):
+        assert a.dtype == b.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=5e-2, atol=5e-2 * b.abs().max().item())
 
 
 def _dtypes_seen(method, layers):

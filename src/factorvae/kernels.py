@@ -8,7 +8,6 @@ float rounding (tests/test_speed_equivalence.py compares each with the layer or 
 - on CPU, the decoder's stride-2 transposed convs to 1–3 channels become :class:`ImageDeconv` (the same
   parameters, a patch-sum forward);
 - on CPU, conv weights are stored channels_last (NHWC), which changes layout only;
-- on CPU, the discriminator's wide MLP runs feature-major (:class:`FeatureMajorMLP`);
 - every Adam is fused (one kernel over each tensor);
 - ``precision="bf16"``: a training step computes the networks in bfloat16 (:func:`precision_scope`),
   with float32 weights, Adam states, network outputs, losses and logged numbers.
@@ -167,40 +166,6 @@ def _use_image_deconv(module: nn.Module) -> None:
                 setattr(parent, name, ImageDeconv.replacing(child))
 
 
-class FeatureMajorMLP(nn.Sequential):
-    """An MLP of linear layers and elementwise activations, run feature-major: the same layers (same
-    Parameters and state-dict keys as the ``nn.Sequential`` it replaces) as W·h + b on h = (features, B).
-
-    At B = 64 with 2 threads MKL splits the (1000 × 1000)·(1000 × 64) product across threads better than
-    the (64 × 1000)·(1000 × 1000) one: the discriminator's forward and backward matmuls took ~10 % less
-    time (docs/performance.md)."""
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = z.t()  # (F, B)
-        for layer in self:
-            h = torch.addmm(layer.bias[:, None], layer.weight, h) if isinstance(layer, nn.Linear) else layer(h)
-        return h.t()  # (B, F_out)
-
-
-_ELEMENTWISE = (nn.ReLU, nn.LeakyReLU)
-WIDE = 512  # the discriminator (1000 wide) qualifies, the encoder's and decoder's FC layers (128–256) do not
-
-
-def _is_wide_mlp(seq: nn.Module) -> bool:
-    layers = list(seq.children()) if type(seq) is nn.Sequential else []
-    linear = [m for m in layers if type(m) is nn.Linear]
-    return (bool(linear) and all(type(m) in (nn.Linear, *_ELEMENTWISE) for m in layers)
-            and all(m.bias is not None for m in linear) and max(m.out_features for m in linear) >= WIDE)
-
-
-def _use_feature_major(module: nn.Module) -> None:
-    """Every wide ``nn.Sequential`` MLP inside ``module`` (the discriminator's) runs feature-major."""
-    for parent in list(module.modules()):
-        for name, child in parent.named_children():
-            if _is_wide_mlp(child):
-                setattr(parent, name, FeatureMajorMLP(*child))
-
-
 def _fuse(optimizer: torch.optim.Optimizer) -> None:
     """Run an Adam as torch's fused kernel: one pass over each tensor instead of ~7 elementwise ops (D holds
     5 M weights: 11.2 ms for-loop, 4.0 ms fused per step, docs/performance.md); the same update up to
@@ -272,7 +237,6 @@ def for_device(method, device: torch.device, precision: str = "fp32"):
     for module in method.modules.values():
         if device.type == "cpu":
             _use_image_deconv(module)
-            _use_feature_major(module)
             # oneDNN's convolutions run in NHWC: with NCHW weights every conv and its backward reorders in and
             # out, which made the encoder and decoder ~1.5× slower. On CUDA fp32 NCHW is cuDNN's home layout.
             module.to(memory_format=torch.channels_last)
