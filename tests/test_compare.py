@@ -13,11 +13,11 @@ def _write(path, obj):
     path.write_text(json.dumps(obj))
 
 
-def _sweep(root, shift=0.0, seeds=(0, 1, 2)):
+def _sweep(root, shift=0.0, seeds=(0, 1, 2), cells=(("betavae", "beta", 4.0), ("factorvae", "gamma", 40.0))):
     """β-VAE β=4 and FactorVAE γ=40; seed s scores 0.5 + 0.1·s (+ shift) at step 20, recon 40 + s, KL 20,
     true TC 1 + s / 10; step 10 has a log line and no score."""
     runs = {}
-    for model, param, value in (("betavae", "beta", 4.0), ("factorvae", "gamma", 40.0)):
+    for model, param, value in cells:
         for s in seeds:
             name = f"{model}-{param}{value:g}-s{s}"
             runs[name] = {"model": model, "param": param, "value": value, "seed": s}
@@ -69,6 +69,11 @@ def test_folders_that_cannot_be_compared_are_refused_in_one_line(tmp_path, capsy
     a = _sweep(tmp_path / "a")
     with pytest.raises(CompareError, match=r"seeds \[0, 1, 2\] vs \[0, 1\]"):
         compare(a, _sweep(tmp_path / "b", seeds=(0, 1)), steps=[20])
+    with pytest.raises(CompareError, match="has no runs of factorvae gamma=40, which"):
+        compare(_sweep(tmp_path / "c", cells=[("betavae", "beta", 4.0)]), a, steps=[20])
+    # a larger reference grid is fine: only the compared sweep's cells are compared
+    rows = compare(a, _sweep(tmp_path / "d", cells=[("factorvae", "gamma", 40.0)]), steps=[20])
+    assert {r["model"] for r in rows} == {"factorvae"}
     with pytest.raises(CompareError, match="no run of either sweep logged any of the steps 7"):
         compare(a, a, steps=[7])
     assert main([str(a), str(tmp_path / "nothing"), "--out", str(tmp_path / "out")]) == 2

@@ -1,12 +1,13 @@
 """Two sweep folders of the same grid and seeds, compared step by step (paper §4.1's scores; docs/performance.md).
 
-Made to ask whether ``precision=bf16`` changes what training reaches: sweep A (e.g. fp32) and sweep B (e.g.
-bf16), same settings and seeds. For each grid cell (model, β or γ), each chosen step and each quantity
-(the disentanglement metric and the true TC from ``metrics.jsonl``; the reconstruction error and the KL of
-the log window ending at that step, from ``log.jsonl``) it gives the mean over seeds in A and in B, the
-difference B − A, and beside it the seed-to-seed spread (the sample std over seeds in A and in B). A
-difference larger than the larger of the two spreads is flagged: the change is then beyond what another
-seed gives. One figure shows the curves of both sweeps (mean over seeds, band ± std).
+Made to ask whether ``precision=bf16`` changes what training reaches: sweep A (e.g. fp32) and sweep B
+(e.g. bf16), same settings and seeds; A may hold more grid cells than B, and B's are compared. For each
+grid cell (model, β or γ), each chosen step and each quantity (the disentanglement metric and the true
+TC from ``metrics.jsonl``; the reconstruction error and the KL of the log window ending at that step,
+from ``log.jsonl``) it gives the mean over seeds in A and in B, the difference B − A, and beside it the
+seed-to-seed spread (the sample std over seeds in A and in B). A difference larger than the larger of
+the two spreads is flagged: the change is then beyond what another seed gives. One figure shows the
+curves of both sweeps (mean over seeds, band ± std).
 
     python -m factorvae.experiments.compare FP32_SWEEP BF16_SWEEP --steps 2500,5000 --out DIR
 writes DIR/compare.md, DIR/compare.json and DIR/compare.png, and prints the table.
@@ -86,12 +87,13 @@ def _stats(values: Sequence[float]) -> tuple[float | None, float | None]:
 
 def compare(a_dir: str | Path, b_dir: str | Path, steps: Sequence[int], metric: str = "factorvae") -> list[dict]:
     """One row per (cell, step, quantity) with both means, B − A, both seed stds and whether the
-    difference is beyond the spread. Cells and seeds must be the same in both folders."""
+    difference is beyond the spread. Every cell of B must be in A, with the same seeds."""
     a, b = sweep_curves(a_dir, metric), sweep_curves(b_dir, metric)
-    if sorted(a) != sorted(b):
-        raise CompareError(f"the sweeps hold other grid cells: {sorted(a)} vs {sorted(b)}")
+    missing = [f"{m} {p}={v:g}" for m, p, v in sorted(b) if (m, p, v) not in a]
+    if missing:
+        raise CompareError(f"{a_dir} has no runs of {', '.join(missing)}, which {b_dir} holds")
     rows = []
-    for cell in sorted(a):
+    for cell in sorted(b):  # A may hold a larger grid (e.g. the full fp32 sweep): B's cells are compared
         if sorted(a[cell]) != sorted(b[cell]):
             raise CompareError(f"{cell[0]} {cell[1]}={cell[2]:g}: seeds {sorted(a[cell])} vs {sorted(b[cell])}")
         for step in steps:
@@ -132,7 +134,7 @@ def markdown(rows: Sequence[dict], labels: tuple[str, str], metric: str) -> str:
 def curves_figure(a_dir: str | Path, b_dir: str | Path, labels: tuple[str, str], metric: str) -> Figure:
     """Rows: grid cells; columns: the four quantities; both sweeps' curves, mean over seeds ± std."""
     sweeps = [sweep_curves(a_dir, metric), sweep_curves(b_dir, metric)]
-    cells = sorted(sweeps[0])
+    cells = sorted(sweeps[1])
     fig = Figure(figsize=(14, 2.8 * max(1, len(cells))), dpi=100, layout="constrained")
     axes = fig.subplots(max(1, len(cells)), len(QUANTITIES), squeeze=False)
     for i, cell in enumerate(cells):
