@@ -199,3 +199,17 @@ def test_float32_outputs_hook_leaves_non_float_outputs_alone():
     out = kernels._float32_outputs(nn.Identity(), (), (half, None, torch.ones(2).long()))
     assert out[0].dtype == torch.float32 and out[1] is None and out[2].dtype == torch.long
     assert kernels._float32_outputs(nn.Identity(), (), half).dtype == torch.float32
+
+
+def test_the_cli_takes_precision_and_a_resume_keeps_it(tmp_path, capsys):
+    from factorvae.cli import main
+
+    small = ["--quiet", "--set", "batch_size=8", "--set", "d_hidden=64", "--set", "log_every=1"]
+    run = tmp_path / "run"
+    assert main(["train", "--steps", "2", "--out", str(run), "--set", "precision=bf16", *small]) == 0
+    assert main(["train", "--resume", str(run), "--steps", "3", "--quiet"]) == 0
+    assert json.loads((run / "config.json").read_text())["precision"] == "bf16"
+    assert [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert main(["train", "--steps", "2", "--out", str(tmp_path / "bad"), "--set", "precision=fp16", *small]) != 0
+    err = capsys.readouterr().err
+    assert "unknown precision 'fp16'; choose one of: fp32, bf16" in err and not (tmp_path / "bad").exists()
