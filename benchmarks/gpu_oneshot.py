@@ -9,7 +9,8 @@ time limit of its own so that one slow section cannot eat the others, printed as
     e. checks: CUDA against CPU (forward; one full step with the noise made equal), batched "grouped"
        member against its single run, graphed steps against eager ones (run first: they are short)
     b. steps/s of one run through the normal path (prepare_run, then the method's train_step with the
-       loop's per-step bookkeeping), eager and graph-captured (training/cuda_graph.py)
+       loop's per-step bookkeeping), eager and graph-captured (training/cuda_graph.py), in three numerics:
+       strict fp32 (TF32 off), TF32 (matmuls and convolutions), and precision=bf16 (docs/performance.md)
     c. member-steps/s of K batched members (BatchedVAE "grouped"; "loop" for K <= 6), eager and graphed,
        with build time and peak GPU memory; a K that runs out of memory or time is skipped with the reason
     d. projections against the issue's goals: one 3e5-step run under 5 min, the 120-run grid under 1 h
@@ -49,7 +50,9 @@ from factorvae.training.state import noise_seed
 GAMMA = 40.0
 PAPER_STEPS, GRID_RUNS = 300_000, 120  # paper §4: 3e5 iterations; the 120-run grid of issue 14
 GOAL_RUN_MIN, GOAL_GRID_H = 5.0, 1.0
-SHARES = {"checks": 0.2, "single": 0.15, "batched": 0.55}  # of --budget; the rest is start-up and slack
+SHARES = {"checks": 0.2, "single": 0.25, "batched": 0.45}  # of --budget; the rest is start-up and slack
+# single-run numerics: (TF32 for matmuls and cuDNN, the run's precision setting)
+NUMERICS = {"fp32": (False, "fp32"), "tf32": (True, "fp32"), "bf16": (False, "bf16")}
 # fp32 on different kernels sums in other orders: ~1e-6 relative per conv/matmul, so 1e-4 leaves 100x room
 # for one forward; TF32 keeps 10 mantissa bits (~5e-4 per product), so 1e-2 under torch's default flags
 FORWARD_TOL, TF32_TOL, STEP_TOL, D_STEP_TOL = 1e-4, 1e-2, 1e-4, 1e-3
@@ -102,14 +105,19 @@ def rate(step, device: torch.device, warmup: int, max_steps: int, seconds: float
 
 
 @contextlib.contextmanager
-def strict_fp32():
-    """TF32 off for matmuls and cuDNN while inside (torch's defaults: matmul off, cuDNN on)."""
+def tf32(on: bool):
+    """TF32 on or off for matmuls and cuDNN while inside (torch's defaults: matmul off, cuDNN on)."""
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = on
     try:
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def strict_fp32():
+    """TF32 off for matmuls and cuDNN while inside."""
+    return tf32(False)
 
 
 def relative(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -221,9 +229,9 @@ def check_cuda_vs_cpu(device: torch.device, data, batch: int) -> dict:
     with strict_fp32():
         say("     forward, strict fp32:")
         out["forward_fp32"] = check_forward(cpu_m, dev_m, x, device, FORWARD_TOL)
-    tf32 = device.type == "cuda" and torch.backends.cudnn.allow_tf32
-    say(f"     forward, torch's default flags ({'TF32 convolutions' if tf32 else 'fp32'}):")
-    out["forward_default"] = check_forward(cpu_m, dev_m, x, device, TF32_TOL if tf32 else FORWARD_TOL)
+    tf32_convs = device.type == "cuda" and torch.backends.cudnn.allow_tf32
+    say(f"     forward, torch's default flags ({'TF32 convolutions' if tf32_convs else 'fp32'}):")
+    out["forward_default"] = check_forward(cpu_m, dev_m, x, device, TF32_TOL if tf32_convs else FORWARD_TOL)
     say("   e2. one full train_step, noise made equal, strict fp32:")
     with strict_fp32():
         out["step"] = check_step(cpu_m, dev_m, data, batch, min(config.lr, config.discriminator_lr))
@@ -332,9 +340,25 @@ def checks(device: torch.device, data, batch: int, budget: Budget, out: dict) ->
 
 def single_run(device: torch.device, args, budget: Budget, out: dict) -> None:
     say(f"b. one run through prepare_run + train_step + the loop's per-step bookkeeping (budget {budget.left():.0f} s)")
+    for name, (allow_tf32, precision) in NUMERICS.items():
+        if budget.left() <= 0:
+            say(f"   {name}: skipped, the section's time budget is spent")
+            continue
+        try:
+            with tf32(allow_tf32):
+                single_numerics(name, precision, device, args, budget, out)
+        except Exception as exc:  # bf16 refused by a kernel, say: the other numerics still run
+            say(f"   {name}: failed: {type(exc).__name__}: {first_line(exc)[:160]}")
+        free(device)
+    if "fp32_eager" in out:
+        say("   vs strict fp32: " + ", ".join(f"{k} {v / out['fp32_eager']:.2f}x" for k, v in out.items()))
+
+
+def single_numerics(name: str, precision: str, device: torch.device, args, budget: Budget, out: dict) -> None:
+    """Eager and graphed steps/s of one run in one of NUMERICS, into out[f"{name}_eager"] / [..._graph]."""
     big = 10**9
     config = make_config(model="factorvae", gamma=GAMMA, batch_size=args.batch, device=str(device), steps=big,
-                         log_every=big, checkpoint_every=big, threads=args.threads)
+                         log_every=big, checkpoint_every=big, threads=args.threads, precision=precision)
     with tempfile.TemporaryDirectory() as tmp:
         run = prepare_run(config, Path(tmp) / "run")
         try:
@@ -343,16 +367,18 @@ def single_run(device: torch.device, args, budget: Budget, out: dict) -> None:
                 run.accumulate(numbers)
                 all_finite(numbers)
 
-            seconds = min(args.measure_s, budget.left() / 3)
-            out["eager"] = rate(lambda: loop_step(run.method.train_step), device, args.warmup, args.max_steps, seconds)
-            say(f"   eager: {out['eager']:8.1f} steps/s ({1000 / out['eager']:.2f} ms/step)")
+            seconds = min(args.measure_s, budget.left() / 6)
+            eager = out[f"{name}_eager"] = rate(lambda: loop_step(run.method.train_step), device, args.warmup,
+                                                args.max_steps, seconds)
+            say(f"   {name:>5} eager: {eager:8.1f} steps/s ({1000 / eager:.2f} ms/step)")
             graphed, why = capture_step(run.method, run.next_batch())
-            say(f"   graph: {why}")
+            say(f"   {name:>5} graph: {why}")
             if graphed is not None:
-                seconds = min(args.measure_s, budget.left())
-                out["graph"] = rate(lambda: loop_step(graphed), device, args.warmup, args.max_steps, seconds)
-                say(f"   graph: {out['graph']:8.1f} steps/s ({1000 / out['graph']:.2f} ms/step), "
-                    f"{out['graph'] / out['eager']:.2f}x eager")
+                seconds = min(args.measure_s, budget.left() / 4)
+                graph = out[f"{name}_graph"] = rate(lambda: loop_step(graphed), device, args.warmup, args.max_steps,
+                                                    seconds)
+                say(f"   {name:>5} graph: {graph:8.1f} steps/s ({1000 / graph:.2f} ms/step), "
+                    f"{graph / eager:.2f}x eager")
         finally:
             run.close()
 

@@ -1,7 +1,9 @@
-"""FactorVAE training speed on CPU (issue 8): the library's `factorvae train` path against a plain PyTorch
-FactorVAE of the same paper networks, measured in one run, plus GFLOP/s, renderer speed and peak memory.
+"""FactorVAE training speed on CPU: the library's `factorvae train` path in fp32 and in bf16 against a plain
+PyTorch FactorVAE of the same paper networks (fp32), measured in one run, plus GFLOP/s against the fp32 and
+bf16 matmul peaks of the same run, renderer speed, peak memory, and the CPU's model and bf16 flags.
 
     .venv/bin/python benchmarks/train_speed.py [--rounds 6] [--steps 50] [--threads 2] [--ladder]
+        [--baseline-src DIR]   # also time the library whose src/ is DIR/src (e.g. `git archive` of a commit)
 
 Every implementation trains in its own worker process (so process-wide settings such as the allocator
 tuning of `factorvae.training.runtime` cannot leak from one into another); the parent asks the workers in turn
@@ -37,8 +39,9 @@ from factorvae.training.runtime import keep_freed_memory
 BATCH = 64
 GAMMA = 40.0
 # the ladder: the plain code plus one more idea per rung, in this order (docs/performance.md)
-IDEAS = ("malloc", "channels_last", "fused_adam", "no_d_grads", "reuse_dz", "image_deconv", "d_feature_major")
-TARGET_RATIO, TARGET_RSS_MB, TARGET_RSS_3D_MB = 1.5, 1024, 1536
+IDEAS = ("malloc", "channels_last", "fused_adam", "no_d_grads", "reuse_dz", "image_deconv")
+TARGET_RATIO, TARGET_BF16_RATIO, TARGET_RSS_MB, TARGET_RSS_3D_MB = 1.5, 1.8, 1024, 1536
+LIBRARY = {"library": "fp32", "library-bf16": "bf16", "baseline": "fp32"}  # worker kind -> precision
 
 
 # ---- the plain reference: Algorithm 2 written the straightforward way (1Konny/FactorVAE style) ----------
@@ -73,10 +76,6 @@ class PlainFactorVAE:
             last = ImageDeconv(32, 1)
             last.load_state_dict(self.decoder[-1].state_dict())
             self.decoder[-1] = last
-        if "d_feature_major" in self.ideas:  # same weights, the library's feature-major forward
-            d = Discriminator()
-            d.net.load_state_dict(self.d.state_dict())
-            self.d = d
         if "channels_last" in self.ideas:
             self.encoder.to(memory_format=torch.channels_last)
             self.decoder.to(memory_format=torch.channels_last)
@@ -123,7 +122,7 @@ class PlainFactorVAE:
 # ---- workers: one implementation each, driven over stdin/stdout -----------------------------------------
 
 
-def library_worker(warmup: int, out_dir: Path):
+def library_worker(warmup: int, out_dir: Path, precision: str = "fp32"):
     """The normal path: `prepare_run` + `fit` of factorvae.training.loop on the built-in dSprites, paper settings.
 
     Each measured stretch is one `fit` call, which ends with a checkpoint; a real run writes one every
@@ -134,7 +133,8 @@ def library_worker(warmup: int, out_dir: Path):
     train_module.save_checkpoint = lambda path, state: None
     fit, prepare_run = train_module.fit, train_module.prepare_run
     big = 10**9  # no log line or checkpoint inside a measured stretch
-    run = prepare_run(make_config(steps=warmup, log_every=big, checkpoint_every=big, device="cpu"), out_dir)
+    settings = {} if precision == "fp32" else {"precision": precision}  # a baseline may predate the setting
+    run = prepare_run(make_config(steps=warmup, log_every=big, checkpoint_every=big, device="cpu", **settings), out_dir)
     fit(run, progress=False)
 
     def steps(n: int) -> float:
@@ -165,8 +165,8 @@ def plain_worker(warmup: int, ideas: tuple[str, ...]):
 def worker_main(kind: str, warmup: int, threads: int) -> None:
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
-        if kind == "library":
-            steps = library_worker(warmup, Path(tmp) / "run")
+        if kind in LIBRARY:
+            steps = library_worker(warmup, Path(tmp) / "run", LIBRARY[kind])
         else:
             steps = plain_worker(warmup, tuple(i for i in kind.split("+")[1:] if i))
         print("ready", flush=True)
@@ -176,9 +176,12 @@ def worker_main(kind: str, warmup: int, threads: int) -> None:
             print(wall, time.process_time() - cpu, flush=True)
 
 
-def worker_env(args: argparse.Namespace) -> dict[str, str]:
-    """The workers' environment: OpenMP's wait policy is read once, when torch loads libgomp."""
+def worker_env(args: argparse.Namespace, kind: str = "") -> dict[str, str]:
+    """The workers' environment: OpenMP's wait policy is read once, when torch loads libgomp; the baseline
+    worker imports factorvae from ``--baseline-src``."""
     env = dict(os.environ)
+    if kind == "baseline":
+        env["PYTHONPATH"] = os.pathsep.join([str(Path(args.baseline_src) / "src"), env.get("PYTHONPATH", "")])
     if args.omp_wait_policy != "default":
         env["OMP_WAIT_POLICY"] = args.omp_wait_policy
     return env
@@ -188,7 +191,7 @@ class Worker:
     def __init__(self, kind: str, args: argparse.Namespace) -> None:
         self.kind = kind
         cmd = [sys.executable, __file__, "--worker", kind, "--warmup", str(args.warmup), "--threads", str(args.threads)]
-        env = worker_env(args)
+        env = worker_env(args, kind)
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         if self.proc.stdout.readline().strip() != "ready":
             raise RuntimeError(f"worker {kind} failed to start")
@@ -242,8 +245,8 @@ def step_gflop() -> tuple[float, dict[str, float]]:
     return 2 * step_macs / 1e9, {k: v / 1e6 for k, v in macs.items()}
 
 
-def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_gflops(n: int = 2048, reps: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
     a @ b
     best = float("inf")
     for _ in range(reps):
@@ -263,11 +266,28 @@ def renderer_images_per_s(seconds: float = 2.0) -> float:
     return done / (time.perf_counter() - start)
 
 
-def train_peak_rss_mb(steps: int, threads: int, dataset: str = "dsprites") -> float:
+def cpu_description() -> str:
+    """The CPU's model name, family and model numbers, and its bf16 flags (bf16 is emulated without them)."""
+    from factorvae.kernels import cpu_bf16_flags
+
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        return "CPU: /proc/cpuinfo unreadable"
+    flags = cpu_bf16_flags()
+    return (f"CPU: {fields.get('model name', '?')} (family {fields.get('cpu family', '?')} model "
+            f"{fields.get('model', '?')}); bf16 flags: {', '.join(flags) if flags else 'none (bf16 is emulated)'}")
+
+
+def train_peak_rss_mb(steps: int, threads: int, dataset: str = "dsprites", precision: str = "fp32") -> float:
     """ru_maxrss of a `factorvae train` subprocess on a built-in data set (includes its checkpoint save)."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "factorvae", "train", "--steps", str(steps), "--out", f"{tmp}/run", "--quiet",
-               "--dataset", dataset, "--set", f"threads={threads}", "--set", "device=cpu"]
+               "--dataset", dataset, "--set", f"threads={threads}", "--set", "device=cpu", "--set",
+               f"precision={precision}"]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -281,16 +301,17 @@ def train_peak_rss_mb(steps: int, threads: int, dataset: str = "dsprites") -> fl
 
 def measure(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
-    kinds = ["library", "plain"]
+    kinds = ["library", "library-bf16", "plain"] + (["baseline"] if args.baseline_src else [])
     if args.ladder:
         kinds += ["plain+" + "+".join(IDEAS[: i + 1]) for i in range(len(IDEAS))]
+    print(cpu_description())
     print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs, OMP_WAIT_POLICY "
           f"{args.omp_wait_policy}; load average {os.getloadavg()[0]:.1f}; batch {BATCH}, {args.rounds} rounds x "
           f"{args.steps} steps after {args.warmup} warm-up steps", flush=True)
     workers = [Worker(kind, args) for kind in kinds]
     rates: dict[str, list[float]] = {k: [] for k in kinds}  # steps/s of wall time
     cpu_ms: dict[str, list[float]] = {k: [] for k in kinds}  # CPU time (all threads) per step
-    peaks = []
+    peaks: dict[str, list[float]] = {"fp32": [], "bf16": []}
     try:
         for r in range(args.rounds):
             order = workers[r % len(workers) :] + workers[: r % len(workers)]  # rotate who goes first
@@ -298,42 +319,54 @@ def measure(args: argparse.Namespace) -> None:
                 wall, cpu = w.run(args.steps)
                 rates[w.kind].append(args.steps / wall)
                 cpu_ms[w.kind].append(1e3 * cpu / args.steps)
-            peaks.append(matmul_gflops())
+            peaks["fp32"].append(matmul_gflops())
+            peaks["bf16"].append(matmul_gflops(dtype=torch.bfloat16))
             print(f"round {r + 1}: " + "  ".join(f"{k} {v[-1]:.2f}" for k, v in rates.items()), flush=True)
     finally:
         for w in workers:
             w.close()
-    report(args, rates, cpu_ms, statistics.median(peaks))
+    report(args, rates, cpu_ms, {k: statistics.median(v) for k, v in peaks.items()})
 
 
-def report(args: argparse.Namespace, rates: dict, cpu_ms: dict, attainable: float) -> None:
+def _label(kind: str) -> str:
+    labels = {"library": "factorvae train (library), fp32", "library-bf16": "factorvae train (library), bf16",
+              "plain": "plain PyTorch, fp32", "baseline": "library at --baseline-src, fp32"}
+    label = labels.get(kind, kind.replace("+", " +"))
+    return label if len(label) <= 34 else "  + " + kind.split("+")[-1]  # ladder rungs: the idea added
+
+
+def _ratio(rates: dict, a: str, b: str) -> tuple[float, str]:
+    """Median of the per-round ratios a / b of steps/s, and the rounds' ratios."""
+    ratios = [x / y for x, y in zip(rates[a], rates[b], strict=True)]
+    return statistics.median(ratios), ", ".join(f"{x:.2f}" for x in ratios)
+
+
+def report(args: argparse.Namespace, rates: dict, cpu_ms: dict, peak: dict[str, float]) -> None:
     gflop, macs = step_gflop()
     print("\nforward multiply-adds per example: " + ", ".join(f"{k} {v:.2f} M" for k, v in macs.items()))
-    print(f"one Algorithm-2 step = {gflop:.2f} GFLOP; attainable ({args.threads}-thread 2048^3 fp32 matmul, median "
-          f"of rounds) {attainable:.0f} GFLOP/s\n")
-    print(f"{'implementation':34s} {'steps/s':>7s} {'range':>11s} {'GFLOP/s':>7s} {'of peak':>7s} {'CPU ms/step':>11s}")
+    print(f"one Algorithm-2 step = {gflop:.2f} GFLOP; matmul peaks ({args.threads}-thread 2048^3, median of rounds): "
+          f"fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s\n")
+    print(f"{'implementation':34s} {'steps/s':>7s} {'range':>11s} {'GFLOP/s':>7s} {'of fp32':>7s} {'of bf16':>7s} "
+          f"{'CPU ms/step':>11s}")
     for kind, v in rates.items():
-        med = statistics.median(v)
-        label = "factorvae train (library)" if kind == "library" else kind.replace("+", " +")
-        label = label if len(label) <= 34 else "  + " + kind.split("+")[-1]  # ladder rungs: the idea added
-        print(f"{label:34s} {med:7.2f} {min(v):5.2f}–{max(v):<5.2f} {med * gflop:7.1f} {med * gflop / attainable:7.0%} "
-              f"{statistics.median(cpu_ms[kind]):11.0f}")
-    ratios = [a / b for a, b in zip(rates["library"], rates["plain"], strict=True)]
+        med, rate = statistics.median(v), statistics.median(v) * gflop
+        print(f"{_label(kind):34s} {med:7.2f} {min(v):5.2f}–{max(v):<5.2f} {rate:7.1f} {rate / peak['fp32']:7.0%} "
+              f"{rate / peak['bf16']:7.0%} {statistics.median(cpu_ms[kind]):11.0f}")
+    print()
+    for a, b, target in (("library", "plain", TARGET_RATIO), ("library-bf16", "library", TARGET_BF16_RATIO),
+                         ("library-bf16", "plain", None), ("library", "baseline", None)):
+        if a in rates and b in rates:
+            ratio, rounds = _ratio(rates, a, b)
+            verdict = "" if target is None else f"; target {target}x: {'ok' if ratio >= target else 'BELOW TARGET'}"
+            print(f"speed-up {a} / {b}: {ratio:.2f}x in steps/s, median of per-round ratios ({rounds}){verdict}")
     cpu_ratios = [b / a for a, b in zip(cpu_ms["library"], cpu_ms["plain"], strict=True)]
-    ratio = statistics.median(ratios)
-    verdict = "ok" if ratio >= TARGET_RATIO else "BELOW TARGET"
-    print(f"\nspeed-up library / plain, median of per-round ratios: {ratio:.2f}x in steps/s (rounds: "
-          f"{', '.join(f'{x:.2f}' for x in ratios)}); target {TARGET_RATIO}x: {verdict}")
     print(f"CPU time per step plain / library: {statistics.median(cpu_ratios):.2f}x")
     print(f"dSprites renderer: {renderer_images_per_s():,.0f} images/s (float32 batches of {BATCH})")
-    rss = train_peak_rss_mb(args.rss_steps, args.threads)
-    verdict = "ok" if rss <= TARGET_RSS_MB else "ABOVE TARGET"
-    print(f"peak RSS of `factorvae train` ({args.rss_steps} steps + checkpoint): {rss:.0f} MB "
-          f"(target <= {TARGET_RSS_MB} MB: {verdict})")
-    rss3d = train_peak_rss_mb(args.rss_steps, args.threads, "shapes3d")
-    verdict3d = "ok" if rss3d <= TARGET_RSS_3D_MB else "ABOVE TARGET"
-    print(f"peak RSS of `factorvae train --dataset shapes3d` ({args.rss_steps} steps + checkpoint): {rss3d:.0f} MB "
-          f"(target <= {TARGET_RSS_3D_MB} MB: {verdict3d})")
+    for dataset, precision, target in (("dsprites", "fp32", TARGET_RSS_MB), ("dsprites", "bf16", TARGET_RSS_MB),
+                                       ("shapes3d", "fp32", TARGET_RSS_3D_MB)):
+        rss = train_peak_rss_mb(args.rss_steps, args.threads, dataset, precision)
+        print(f"peak RSS of `factorvae train --dataset {dataset} --set precision={precision}` ({args.rss_steps} steps "
+              f"+ checkpoint): {rss:.0f} MB (target <= {target} MB: {'ok' if rss <= target else 'ABOVE TARGET'})")
 
 
 def main() -> None:
@@ -344,6 +377,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (2: torch's default here)")
     parser.add_argument("--ladder", action="store_true", help="also time the plain code plus one idea at a time")
     parser.add_argument("--rss-steps", type=int, default=50)
+    parser.add_argument("--baseline-src", help="a checkout of another version: its library is timed too (fp32)")
     parser.add_argument("--omp-wait-policy", choices=("default", "passive", "active"), default="default",
                         help="OpenMP wait policy of all workers; passive keeps a loaded machine measurable")
     parser.add_argument("--worker", help=argparse.SUPPRESS)

@@ -159,22 +159,3 @@ def test_evaluation_encodes_with_the_current_weights():
         method.encoder.fc[2].bias.add_(1.0)
     after = _encode_fn(method, torch.device("cpu"))(obs)[0]
     np.testing.assert_allclose(after, before + 1.0, rtol=1e-5, atol=1e-5)
-
-
-def test_feature_major_discriminator_equals_the_plain_sequential():
-    from factorvae.nets import Discriminator
-
-    torch.manual_seed(0)
-    d = Discriminator(latent_dim=10, hidden=1000, layers=6)
-    plain = copy.deepcopy(d.net)  # the same nn.Sequential, run batch-major as torch runs it
-    z = torch.randn(64, 10, requires_grad=True)
-    z_plain = z.detach().clone().requires_grad_(True)
-    ours, ref = d(z), plain(z_plain)
-    assert ours.shape == (64, 2)
-    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
-    # and the backward: the same gradients for the weights and for the codes (the TC term's path to the encoder)
-    ours.square().sum().backward()
-    ref.square().sum().backward()
-    torch.testing.assert_close(z.grad, z_plain.grad, rtol=1e-4, atol=1e-6)
-    for a, b in zip(d.net.parameters(), plain.parameters(), strict=True):
-        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6)

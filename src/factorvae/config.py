@@ -18,6 +18,7 @@ from typing import Any
 MODELS = ("vae", "betavae", "factorvae", "infowgan-gp")
 BATCHED_MODELS = ("vae", "betavae", "factorvae")  # those that K runs can train as one model (methods/batched.py)
 INITS = ("pytorch", "glorot")  # torch's layer defaults; Glorot-uniform weights and zero biases (TF, dlib)
+PRECISIONS = ("fp32", "bf16")  # the paper's float32; bf16 compute with float32 weights (docs/performance.md)
 METRIC_NAMES = ("factorvae", "betavae", "mig", "dci", "sap", "tc")
 
 
@@ -48,6 +49,7 @@ class Config:
     d_layers: int = 6  # discriminator hidden layers
     d_slope: float = 0.2  # leaky ReLU slope [likely]
     init: str = "pytorch"  # weight initialisation: "pytorch" (torch's layer defaults) or "glorot" [open]
+    precision: str = "fp32"  # training compute: "fp32" (the paper's) or "bf16" (mixed; docs/config.md)
     # InfoWGAN-GP (paper §4.3; [open] except the idea, see docs/infowgan.md)
     noise_dim: int = 64  # size of the incompressible noise z fed to G beside the codes c
     n_critic: int = 5  # critic steps per generator step (WGAN-GP's usual value)
@@ -149,7 +151,7 @@ def validate(c: Config) -> None:
             raise ConfigError(f"{name} must be two numbers in [0, 1), e.g. 0.9,0.999; got {betas}")
     if c.eval_every and not c.eval_metrics:
         raise ConfigError("eval_every is set but eval_metrics is empty: name the metrics to score, or use 0")
-    for name in ("dataset", "device", "init", "eval_protocol"):
+    for name in ("dataset", "device", "init", "eval_protocol", "precision"):
         if not isinstance(getattr(c, name), str):
             raise ConfigError(f"{name} must be a name, got {getattr(c, name)!r}")
     if c.data_path is not None and not isinstance(c.data_path, str):
@@ -161,6 +163,8 @@ def validate(c: Config) -> None:
         raise ConfigError(f"unknown eval metric(s) {bad}; choose from: {', '.join(METRIC_NAMES)}")
     if c.init not in INITS:
         raise ConfigError(f"unknown init '{c.init}'; choose one of: {', '.join(INITS)}")
+    if c.precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision '{c.precision}'; choose one of: {', '.join(PRECISIONS)}")
     if c.eval_protocol not in ("paper", "dlib"):
         raise ConfigError(f"unknown eval protocol '{c.eval_protocol}'; use paper or dlib")
 

@@ -3,16 +3,15 @@
 The encoder and decoder are the same for every data set up to the number of image channels and the FC
 width (128 on dSprites, 256 elsewhere). The discriminator is an MLP of ``layers`` hidden layers of
 ``hidden`` units with leaky ReLU and 2 output logits (class 0: "from q(z)", class 1: "from q̄(z)").
-Only the layers' definitions are here; CPU fast paths that compute the same sums (the decoder's last
-transposed conv, the metrics' inference encoder) are in kernels.py.
+Stock PyTorch layers only. The fast paths that compute the same sums (memory layouts, the decoder's last
+transposed conv, bf16 compute, the metrics' inference encoder) are chosen by ``kernels.for_device``,
+which these classes do not see.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-
-from .kernels import ImageDeconv
 
 
 class Encoder(nn.Module):
@@ -35,7 +34,6 @@ class Encoder(nn.Module):
         return mu, logvar
 
 
-
 class Decoder(nn.Module):
     """z (B, D) -> Bernoulli logits (B, C, 64, 64). Mirror of the encoder with transposed convs."""
 
@@ -48,7 +46,7 @@ class Decoder(nn.Module):
             nn.ConvTranspose2d(64, 64, 4, 2, 1), nn.ReLU(),
             nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ReLU(),
             nn.ConvTranspose2d(32, 32, 4, 2, 1), nn.ReLU(),
-            ImageDeconv(32, channels),
+            nn.ConvTranspose2d(32, channels, 4, 2, 1),
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -70,13 +68,7 @@ class Discriminator(nn.Module):
         self.net = nn.Sequential(*mods)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        # The same layers, run feature-major: h is (features, B), so each layer is W·h + b. At B = 64, MKL
-        # splits (1000 × 64) products across threads better than (64 × 1000) ones: ~10% less time in D's
-        # forward and backward matmuls on 2 cores (docs/performance.md).
-        h = z.t()  # (D, B)
-        for layer in self.net:
-            h = torch.addmm(layer.bias[:, None], layer.weight, h) if isinstance(layer, nn.Linear) else layer(h)
-        return h.t()  # (B, 2)
+        return self.net(z)  # (B, 2)
 
 
 def glorot_init(module: nn.Module) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 
 from ..config import Config
-from ..kernels import InferenceEncoder
+from ..kernels import InferenceEncoder, for_device
 from ..nets import Encoder, glorot_init
 from .factorvae import FactorVAE
 from .infowgan_gp import InfoWGANGP
@@ -22,12 +22,14 @@ METHODS = {"vae": BetaVAE, "betavae": BetaVAE, "factorvae": FactorVAE, "infowgan
 
 
 def build_method(config: Config, channels: int, generator: torch.Generator, device: torch.device):
-    """The method object named by ``config.model``, its networks initialised as ``config.init`` says."""
+    """The method object named by ``config.model``, its networks initialised as ``config.init`` says, then
+    made fast on ``device`` in ``config.precision`` by :func:`~factorvae.kernels.for_device`, the one place
+    that chooses fast paths (the method's own code is the paper's, in stock PyTorch)."""
     method = METHODS[config.model](config, channels, generator, device)
     if config.init == "glorot":
         for module in method.modules.values():
             glorot_init(module)
-    return method
+    return for_device(method, device, config.precision)
 
 
 def inference_encode(method) -> Callable[[torch.Tensor], tuple]:

@@ -41,6 +41,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..config import BATCHED_MODELS, Config
+from ..kernels import precision_scope
 from ..losses import permute_dims, reparameterize
 from . import build_method
 from .factorvae import algorithm2
@@ -147,15 +148,13 @@ class BatchedVAE:
         with torch.no_grad():  # leaf views: member k's tensors, as its optimizers see them
             self._slices = [{name: {p: t[k] for p, t in params.items()} for name, params in self.stacked.items()}
                             for k in range(self.size)]
-        config = self.configs[0]
-        rates = {"vae": (config.lr, config.adam_betas), "discriminator": (config.discriminator_lr,
-                                                                            config.adam_betas_d)}
-        # one Adam per member, fused as in the single methods, over the single run's tensor shapes: a fused
-        # step over the whole stack rounds some elements differently (the CPU kernel vectorises all but a
-        # tail of each tensor, so where a member's slice ends differs), and per-member step counts stay exact
-        self.optimizers: list[dict[str, torch.optim.Adam]] = [
-            {name: torch.optim.Adam(self._member_params(k, name), lr=rates[name][0], betas=rates[name][1],
-                                    fused=True) for name in self.template.optimizers}
+        # one Adam per member, built as the template's (fused, by kernels.for_device), over the single run's
+        # tensor shapes: a fused step over the whole stack rounds some elements differently (the CPU kernel
+        # vectorises all but a tail of each tensor, so where a member's slice ends differs), and per-member
+        # step counts stay exact
+        self.optimizers: list[dict[str, torch.optim.Optimizer]] = [
+            {name: type(opt)(self._member_params(k, name), **opt.defaults)
+             for name, opt in self.template.optimizers.items()}
             for k in range(self.size)
         ]
         for k, state in enumerate(states):
@@ -267,7 +266,7 @@ class BatchedVAE:
         p, enc = self.stacked["encoder"], self.template.encoder
         h = _conv_stack(enc.convs, "convs", p, _fold(x), n)  # (B, K·64, 4, 4)
         h = _linear_stack(enc.fc, "fc", p, h.reshape(b, n, -1).transpose(0, 1))  # (K, B, 2D)
-        mu, logvar = h.chunk(2, dim=2)
+        mu, logvar = h.float().chunk(2, dim=2)  # float32 outputs, as the single networks' in bf16
         return mu, logvar
 
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
@@ -278,13 +277,13 @@ class BatchedVAE:
         p, dec = self.stacked["decoder"], self.template.decoder
         h = _linear_stack(dec.fc, "fc", p, z)  # (K, B, 64·4·4)
         h = _conv_stack(dec.deconvs, "deconvs", p, _fold(h.view(n, b, dec.deconvs[0].in_channels, 4, 4)), n)
-        return h.reshape(b, n, self.channels, *h.shape[2:]).transpose(0, 1)  # (K, B, C, H, W)
+        return h.float().reshape(b, n, self.channels, *h.shape[2:]).transpose(0, 1)  # (K, B, C, H, W)
 
     def discriminate(self, z: torch.Tensor) -> torch.Tensor:
         """z (K, B, D) -> D's 2 logits (K, B, 2)."""
         if self.mode == "loop":
             return torch.stack(self._each("discriminator", z))
-        return _linear_stack(self.template.discriminator.net, "net", self.stacked["discriminator"], z)
+        return _linear_stack(self.template.discriminator.net, "net", self.stacked["discriminator"], z).float()
 
     def _each(self, name: str, inputs: torch.Tensor) -> list:
         """Member k's input through the single module ``name`` with member k's weights, for every k."""
@@ -296,9 +295,10 @@ class BatchedVAE:
     def train_step(self, batches: Callable[[], torch.Tensor]) -> dict[str, torch.Tensor]:
         """One iteration of every member; ``batches()`` gives each member's minibatch (K, B, C, H, W).
         Returns the single method's numbers with a leading member axis (kl_per_dim: (K, D))."""
-        if self.model == "factorvae":
-            return algorithm2(self, batches, self.weights, self.same_batch)
-        return betavae_step(self, batches, self.weights)
+        with precision_scope(self.device, self.configs[0].precision):  # as the single method's train_step
+            if self.model == "factorvae":
+                return algorithm2(self, batches, self.weights, self.same_batch)
+            return betavae_step(self, batches, self.weights)
 
 
 def _stack_like(t: torch.Tensor, n: int) -> torch.Tensor:

@@ -22,7 +22,6 @@ from collections.abc import Callable
 import torch
 
 from ..config import Config
-from ..kernels import channels_last_on_cpu
 from ..losses import (
     bernoulli_nll,
     discriminator_accuracy,
@@ -82,16 +81,15 @@ class FactorVAE:
         self.gamma = config.gamma
         self.same_batch = config.same_batch
         self.generator = generator
-        self.encoder = channels_last_on_cpu(Encoder(channels, config.latent_dim, config.width), device)
-        self.decoder = channels_last_on_cpu(Decoder(channels, config.latent_dim, config.width), device)
+        self.encoder = Encoder(channels, config.latent_dim, config.width).to(device)
+        self.decoder = Decoder(channels, config.latent_dim, config.width).to(device)
         self.discriminator = Discriminator(config.latent_dim, config.d_hidden, config.d_layers, config.d_slope).to(
             device
         )
-        # fused Adam: one pass over each tensor instead of ~7 elementwise ops (D holds 5M weights)
         self.opt_vae = torch.optim.Adam([*self.encoder.parameters(), *self.decoder.parameters()], lr=config.lr,
-                                        betas=config.adam_betas, fused=True)
+                                        betas=config.adam_betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.discriminator_lr,
-                                      betas=config.adam_betas_d, fused=True)
+                                      betas=config.adam_betas_d)
         self.modules = {"encoder": self.encoder, "decoder": self.decoder, "discriminator": self.discriminator}
         self.optimizers = {"vae": self.opt_vae, "discriminator": self.opt_d}
         self.nets = Networks(self.modules, self.optimizers, generator)

@@ -10,7 +10,6 @@ from collections.abc import Callable
 import torch
 
 from ..config import Config
-from ..kernels import channels_last_on_cpu
 from ..losses import bernoulli_nll, kl_per_dim
 from ..nets import Decoder, Encoder
 from .networks import Networks
@@ -38,11 +37,10 @@ class BetaVAE:
     def __init__(self, config: Config, channels: int, generator: torch.Generator, device: torch.device) -> None:
         self.beta = 1.0 if config.model == "vae" else config.beta
         self.generator = generator
-        self.encoder = channels_last_on_cpu(Encoder(channels, config.latent_dim, config.width), device)
-        self.decoder = channels_last_on_cpu(Decoder(channels, config.latent_dim, config.width), device)
-        # fused Adam: one pass over each tensor instead of ~7 elementwise ops
+        self.encoder = Encoder(channels, config.latent_dim, config.width).to(device)
+        self.decoder = Decoder(channels, config.latent_dim, config.width).to(device)
         self.opt_vae = torch.optim.Adam([*self.encoder.parameters(), *self.decoder.parameters()], lr=config.lr,
-                                        betas=config.adam_betas, fused=True)
+                                        betas=config.adam_betas)
         self.modules = {"encoder": self.encoder, "decoder": self.decoder}
         self.optimizers = {"vae": self.opt_vae}
         self.nets = Networks(self.modules, self.optimizers, generator)
