@@ -1,6 +1,8 @@
 """Shared by the test files: parameter snapshots, exact state comparison, a factor grid whose observations are
 its factors, and a training step that returns a non-finite loss on a chosen call."""
 
+import errno
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -76,3 +78,37 @@ def cli_error_line(capsys, argv) -> str:
     assert len(errors) == 1 and err.endswith(errors[0]) and "Traceback" not in err, err
     assert errors[0].startswith("factorvae: error: ")
     return errors[0]
+
+
+class _FillsUp:
+    """A file that takes ``room`` bytes and then fails as a write to a full disk does (OSError ENOSPC)."""
+
+    def __init__(self, f, room: int) -> None:
+        self.f, self.room = f, room
+
+    def write(self, data) -> int:
+        data = memoryview(data).cast("B")
+        n = min(len(data), self.room)
+        self.f.write(data[:n])
+        self.room -= n
+        if n < len(data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return n
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.f.close()
+
+
+def disk_full_after(monkeypatch, room: int) -> None:
+    """Every file that factorvae writes atomically (files.atomic_write_with) fits only ``room`` bytes."""
+    import factorvae.files
+
+    real = os.fdopen
+    monkeypatch.setattr(factorvae.files.os, "fdopen", lambda fd, *args, **kwargs: _FillsUp(real(fd, *args, **kwargs),
+                                                                                              room))

@@ -16,7 +16,6 @@ import torch
 from PIL import Image
 
 import factorvae.files as checkpoint_module
-import factorvae.run.checkpoint as saved_module
 from factorvae.cli import main
 from factorvae.config import ConfigError, make_config
 from factorvae.files import append_jsonl
@@ -24,7 +23,7 @@ from factorvae.run.checkpoint import load_checkpoint
 from factorvae.run.lock import DirLock
 from factorvae.run.rundir import RunError
 from factorvae.training.loop import prepare_run, resume, train
-from helpers import cli_error_line
+from helpers import cli_error_line, disk_full_after
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "factorvae"
 pytestmark = pytest.mark.usefixtures("one_thread")  # in-process training beside other jobs: see conftest
@@ -275,15 +274,11 @@ def test_a_full_disk_is_one_line_and_a_failed_status(tmp_path, small, capsys, mo
     assert main(["train", "--steps", "4", "--out", str(run), "--batch-size", "8", "--set", "d_hidden=64",
                  "--set", "log_every=2", "--set", "checkpoint_every=4", "--quiet"]) == 0
     capsys.readouterr()
-    real_save = torch.save
-
-    def full(obj, f):  # half a checkpoint fits, then the disk is full
-        real_save({"part": torch.zeros(1000)}, f)
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(saved_module.torch, "save", full)
+    size = (run / "checkpoint.pt").stat().st_size
+    disk_full_after(monkeypatch, 100_000)  # a tenth of a checkpoint fits, then the disk is full
     err = cli_error_line(capsys, ["train", "--resume", str(run), "--steps", "8", "--quiet"])
     assert f"no space left on {checkpoint_module.mount_point(run)} writing {run / 'checkpoint.pt'}" in err
+    assert f"({size / 1e6:.1f} MB needed)" in err
     assert "the checkpoint of step 4 is intact" in err
     assert load_checkpoint(run / "checkpoint.pt")["step"] == 4
     assert _status(run)["state"] == "failed" and "no space left" in _status(run)["error"]

@@ -230,3 +230,77 @@ def test_config_rejects_bad_values_from_python_too():
         make_config(steps=[3])
     with pytest.raises(ConfigError, match="device must be a name"):
         make_config(device=3)
+
+
+# ---- 10. the last tracebacks and wrong inputs accepted ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    cfg = make_config(steps=2, batch_size=8, d_hidden=64, log_every=2, checkpoint_every=2)
+    return train(cfg, tmp_path_factory.mktemp("trained") / "r", progress=False)
+
+
+def _strings_npz(path: Path) -> Path:
+    np.savez(path, imgs=np.zeros((48, 64, 64), np.uint8), latents_classes=np.full((48, 6), "a"))
+    return path
+
+
+TINY_SWEEP = ["sweep", "--model", "factorvae", "--gamma", "10", "--steps", "2", "--metrics", "none"]  # were it run
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["evaluate", "RUN", "--seed", "-1", "--metrics", "mig"], "seed must be an integer >= 0, got -1"),
+    (["evaluate", "RUN", "--device", "foo", "--metrics", "mig"], "unknown device 'foo'; use auto, cpu or cuda"),
+    ([*TINY_SWEEP, "--workers", "-1", "--out", "TMP/s"], "--workers must be a positive integer, got -1"),
+    ([*TINY_SWEEP, "--workers", "0", "--out", "TMP/s"], "--workers must be a positive integer, got 0"),
+    ([*TINY_SWEEP, "--threads", "0", "--out", "TMP/s"], "--threads must be a positive integer, got 0"),
+    ([*TINY_SWEEP, "--out", "RUN"], "--out RUN holds a run (config.json), not a sweep"),
+    (["data", "preview", "dsprites", "--out", "TMP/x"], "TMP/x: cannot write a picture of type 'none'"),
+    (["data", "preview", "dsprites", "--out", "TMP/x.jpgx"], "cannot write a picture of type '.jpgx'"),
+    (["data", "preview", "dsprites", "--out", "TMP/x.png", "--seed", "-1"], "seed must be an integer >= 0, got -1"),
+    (["data", "preview", "dsprites", "--out", "TMP/x.png", "--zoom", "0"], "zoom must be an integer >= 1, got 0"),
+    (["data", "preview", "dsprites", "--out", "TMP/x.png", "--zoom", "-3"], "zoom must be an integer >= 1, got -3"),
+    (["data", "info", "dsprites", "--data-path", "TMP/s.npz"], "'latents_classes' must hold integer factor classes"),
+    (["train", "--data-path", "TMP/s.npz", "--out", "TMP/t"], "'latents_classes' must hold integer factor classes"),
+    (["train", "--set", "latent_dim=100000000", "--out", "TMP/t"],
+     "the networks of these settings do not fit in memory (one tensor alone needs 102.4 GB)"),
+    (["export", "RUN", "TMP/missing/x.safetensors"], "folder TMP/missing does not exist"),
+    (["report", "RUN", "--data-path", "TMP/missing.npz"], "dSprites file not found: TMP/missing.npz"),
+])
+def test_the_last_bad_inputs_are_one_line_and_change_nothing(tmp_path, capsys, trained, argv, message):
+    _strings_npz(tmp_path / "s.npz")
+    before = {p: p.read_bytes() for p in trained.rglob("*") if p.is_file()}
+    argv = [a.replace("RUN", str(trained)).replace("TMP", str(tmp_path)) for a in argv]
+    assert message.replace("TMP", str(tmp_path)).replace("RUN", str(trained)) in cli_error_line(capsys, argv)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.npz"]
+    assert {p: p.read_bytes() for p in trained.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("name", ["log.jsonl", "metrics.jsonl"])
+@pytest.mark.parametrize("command", ["traverse", "report"])
+def test_a_log_that_is_not_utf8_is_one_line_for_traverse_and_report(tmp_path, capsys, trained, name, command):
+    run = tmp_path / "r"
+    shutil.copytree(trained, run)
+    (run / name).write_bytes(b'{"step": 2, "recon": 1.0}\n\xff\xfe not utf-8\n')
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    err = cli_error_line(capsys, [command, str(run)])
+    assert f"{run / name} is not UTF-8 text" in err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before  # no figure, no page
+
+
+def test_a_resume_reads_data_that_moved_checked_against_the_run(tmp_path, capsys):
+    data, run = _npz(tmp_path / "a.npz"), tmp_path / "r"
+    assert main(["train", "--data-path", str(data), "--steps", "2", "--out", str(run), *SMALL]) == 0
+    moved = tmp_path / "b.npz"
+    shutil.move(data, moved)
+    assert "not found" in cli_error_line(capsys, ["train", "--resume", str(run), "--steps", "4", "--quiet"])
+    other = _npz(tmp_path / "other.npz", sizes=(3, 2, 2, 2, 4))
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    err = cli_error_line(capsys, ["train", "--resume", str(run), "--data-path", str(other), "--steps", "4", "--quiet"])
+    assert (f"--data-path {other} is not the data set {run} was trained on: its factor sizes (3, 2, 2, 2, 4), the "
+            "run's (3, 2, 2, 2, 2); give the run's own data set") in err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    assert main(["train", "--resume", str(run), "--data-path", str(moved), "--steps", "4", "--quiet"]) == 0
+    assert json.loads((run / "config.json").read_text())["data_path"] == str(moved)
+    assert json.loads((run / "status.json").read_text()) == {"step": 4, "state": "finished", "error": None}

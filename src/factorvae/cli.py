@@ -148,7 +148,7 @@ def _add_data(sub) -> None:
 
 def cmd_data(args) -> int:
     from .data import load
-    from .data.preview import dataset_info, list_datasets, preview_grid, save_png
+    from .data.preview import check_picture, dataset_info, list_datasets, preview_grid, save_png
 
     if args.data_command == "list":
         for d in list_datasets():
@@ -160,6 +160,7 @@ def cmd_data(args) -> int:
     else:
         out = Path(args.out or f"{args.name}-preview.png")
         _check_out_file(out, "--out")
+        check_picture(out, args.zoom)
         save_png(preview_grid(load(args.name, args.data_path), seed=args.seed), out, zoom=args.zoom)
         print(f"wrote {out}", file=sys.stderr)
     return 0

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .config import ConfigError
 from .data import DataError, GroundTruthData
 from .files import atomic_write_text, json_safe
 from .losses import reparameterize, tc_from_logits
@@ -131,6 +132,8 @@ def evaluate_run(
     """
     names = check_metric_names(names)
     check_eval_settings(protocol, settings)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
     model = load(run_dir, device=device, data_path=data_path)
     if not model.data.has_factors:
         raise DataError(f"data set '{model.data.name}' has no ground-truth factors, so there is nothing to score; "

@@ -6,7 +6,7 @@ the middle leaves only its temporary file, which the next writer of the folder r
 (:func:`remove_stale_temps`). The ``.jsonl`` logs grow by appends instead, one record per ``write`` call,
 fsynced; an append that fails part-way is cut back off, so only a kill during that one call can leave a
 torn last line, which resume drops (:func:`read_jsonl_lines`). Checkpoints are written the same way
-(:mod:`factorvae.run.checkpoint`).
+(:mod:`factorvae.run.checkpoint`), with stop signals held back until the write is over (:func:`stops_deferred`).
 """
 
 from __future__ import annotations
@@ -15,10 +15,16 @@ import errno
 import json
 import math
 import os
+import signal
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
+
+# the signals that ask a process to stop: Ctrl-C, `kill`, a closed terminal
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 def atomic_write_with(path: Path, write: Callable[[BinaryIO], object]) -> None:
@@ -140,3 +146,30 @@ def mount_point(path: Path) -> Path:
     while path != path.parent and path.parent.stat().st_dev == dev:
         path = path.parent
     return path
+
+
+@contextmanager
+def stops_deferred() -> Iterator[None]:
+    """Hold back SIGINT, SIGTERM and SIGHUP until the block ends, then hand each to the handler it would have
+    reached. A Python handler that raises inside ``torch.save``'s writer does not stop it cleanly: torch turns
+    the exception into ``RuntimeError: ... unexpected pos``, which reads as a failed run. Handlers run in the
+    main thread only, so elsewhere (a Ray task's thread) this changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    old = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    old = {sig: handler for sig, handler in old.items() if handler is not None}  # None: set outside Python
+    for sig in old:
+        signal.signal(sig, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        for sig in caught:
+            handler = old[sig]
+            if callable(handler):
+                handler(sig, None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(sig)

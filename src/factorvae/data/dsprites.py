@@ -174,6 +174,9 @@ class DSpritesFile(GroundTruthData):
             raise DataError(f"{path}: 'imgs' has shape {imgs.shape}, expected (N, 64, 64)")
         if classes.shape != (len(imgs), 6):
             raise DataError(f"{path}: 'latents_classes' has shape {classes.shape}, expected ({len(imgs)}, 6)")
+        if classes.dtype.kind not in "iu":  # strings or floats would be cast, or fail half-way with a traceback
+            raise DataError(f"{path}: 'latents_classes' must hold integer factor classes as in the dSprites "
+                            f"release, got {classes.dtype}")
         factors = classes[:, 1:].astype(np.int64)
         sizes = tuple(int(s) for s in factors.max(0) + 1)
         if np.prod(sizes) != len(imgs) or not np.array_equal(factors, index_to_factors(np.arange(len(imgs)), sizes)):

@@ -53,6 +53,8 @@ def preview_grid(data: GroundTruthData, seed: int = 0, n_cols: int = 10, n_rows:
     sweeping that factor over up to ``n_cols`` evenly spaced values. Without factors: ``n_rows`` × ``n_cols``
     random images. Greyscale and binary images are shown as grey RGB.
     """
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise DataError(f"seed must be an integer >= 0, got {seed!r}")
     rng = np.random.default_rng(seed)
     if data.has_factors:
         base = data.sample_factors(1, rng)[0]  # (K,)
@@ -85,8 +87,21 @@ def save_png(picture: np.ndarray, path: str | Path, zoom: int = 1) -> Path:
     """Write a uint8 (H, W, 3) picture as PNG, each pixel drawn as a zoom × zoom block."""
     from PIL import Image
 
+    check_picture(path, zoom)
     if zoom > 1:
         picture = picture.repeat(zoom, axis=0).repeat(zoom, axis=1)
     path = Path(path)
     Image.fromarray(picture).save(path)
     return path
+
+
+def check_picture(path: str | Path, zoom: int) -> None:
+    """Refuse, before anything is drawn, a zoom below 1 and a file name whose type PIL cannot write."""
+    from PIL import Image
+
+    if isinstance(zoom, bool) or not isinstance(zoom, int) or zoom < 1:
+        raise DataError(f"zoom must be an integer >= 1, got {zoom!r}")
+    suffix = Path(path).suffix.lower()
+    if Image.registered_extensions().get(suffix) not in Image.SAVE:
+        raise DataError(f"{path}: cannot write a picture of type '{suffix or 'none'}'; give a name ending in "
+                        ".png (or .jpg, .gif, .bmp, .tif)")

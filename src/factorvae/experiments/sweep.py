@@ -28,7 +28,7 @@ from ..config import Config, ConfigError, make_config
 from ..evaluate import check_metric_names
 from ..files import atomic_write_text
 from ..run.lock import DirLock, LockHeld
-from ..run.rundir import RunError
+from ..run.rundir import RunError, is_run_dir
 from .backends import Progress, SigtermStops, available_cores, execute_local, execute_ray, plan_workers
 from .grid import DEFAULT_METRICS, EvalPlan, RunSpec, batch_groups, make_grid
 from .worker import EXECUTION_ONLY, outcome, read_json, run_state
@@ -92,9 +92,14 @@ def run_sweep(
     twice = sorted({s.name for s in specs if sum(t.name == s.name for t in specs) > 1})
     if twice:  # two workers would write one run directory
         raise ConfigError(f"the grid lists {', '.join(twice)} more than once (a repeated value?); give each once")
+    for flag, value in (("workers", workers), ("threads", threads)):  # 0 would silently mean "the default"
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"--{flag} must be a positive integer, got {value!r}; leave it out for the default")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a sweep folder")
+    if is_run_dir(out):  # its runs would be written inside another run's directory
+        raise ConfigError(f"--out {out} holds a run (config.json), not a sweep; give the sweep a folder of its own")
     out.mkdir(parents=True, exist_ok=True)
     try:  # one driver per sweep folder: a second one would start a second writer of every run
         with DirLock(out, "sweep folder"):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config, make_config
-from ..files import append_jsonl, read_jsonl_lines
+from ..files import read_jsonl_lines
 from ..run.rundir import RunError, RunInterrupted, is_run_dir, one_line, write_status
 from .grid import EvalPlan
 from .orphans import die_with_parent
@@ -40,7 +40,7 @@ def _append_metrics(run, results: dict[str, Any]) -> None:
     record = {"step": run.step, **results}
     if "tc" in results:
         record["tc_true"] = results["tc"]["score"]
-    append_jsonl(run.out_dir / "metrics.jsonl", record)
+    run.append_log("metrics.jsonl", record)
     if run.board is not None:
         run.board.evaluation(run.step, results, run.method, run.data, run.device, run.config.seed)
 
@@ -205,10 +205,12 @@ def _train_and_score_batch(runs: list, plan: EvalPlan) -> dict[str, str]:
 def _worker_main(argv: list[str]) -> int:
     """Subprocess entry point: ``python -m factorvae.experiments.worker JOB_JSON RUN_DIR [RUN_DIR...]`` (threads
     set through env). A job with ``members`` (a list of overrides, one per RUN_DIR) trains them batched."""
-    # a background driver's children start with SIGINT ignored; make both signals stop the run cleanly
-    # (inside fit() the loop checkpoints first; elsewhere, e.g. while scoring, the last checkpoint stands)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    from ..training.loop import StopSignals
+
+    # a background driver's children start with SIGINT ignored; make every stop signal stop the run cleanly
+    # (inside fit() the loop checkpoints first; elsewhere, e.g. while scoring, the last checkpoint stands).
+    # Only the first counts: a killed driver's parent-death signal can come more than once (loop.StopSignals)
+    StopSignals(repeats_abort=False).install()
     die_with_parent(signal.SIGTERM)  # a killed driver must not leave this run training unseen
     job = json.loads(argv[0])
     try:

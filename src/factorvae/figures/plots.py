@@ -22,6 +22,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
+from ..files import read_jsonl_lines
+
 DPI = 100  # pixel-exact image figures: 1 inch = 100 px; modest so PNG encoding stays fast
 PAD = 2  # pixels between tiles
 PAD_VALUE = 0.55  # mid grey: visible against both black (dSprites) and white backgrounds
@@ -238,20 +240,17 @@ def read_json(path: Path) -> dict | None:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """The JSON objects of a ``.jsonl`` file; a torn last line (an interrupted run) is skipped."""
+    """The records of a run's ``.jsonl`` log ([] when there is none), read as a resume reads them
+    (files.read_jsonl_lines: a torn last line is skipped); a file damaged otherwise, or not UTF-8, is a
+    one-line RunError naming it."""
+    from ..run.rundir import RunError  # late: run/ imports torch, which drawing curves does not need
+
     try:
-        lines = Path(path).read_text().splitlines()
-    except OSError:
+        return [record for _, record in read_jsonl_lines(path)]
+    except FileNotFoundError:
         return []
-    out = []
-    for line in lines:
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            out.append(value)
-    return out
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
 
 
 def _series(records: Sequence[dict], key: str) -> tuple[np.ndarray, np.ndarray]:

@@ -304,6 +304,18 @@ def _config(config: dict | None) -> str:
     return f'<div class="cols">{_table(rows[:half])}{_table(rows[half:])}</div>'
 
 
+def _model_on(run_dir: Path, data_path: str | Path) -> Any:
+    """The run's model on the data at ``data_path``, loaded up front: data asked for by name that does not
+    load is an error (DataError, RunError), not a note inside the page."""
+    if not (run_dir / "checkpoint.pt").exists():
+        if not Path(data_path).exists():
+            raise FileNotFoundError(f"--data-path {data_path} not found")
+        return None
+    from ..run.trained import load  # late: the model side loads only when asked for
+
+    return load(run_dir, data_path=data_path)
+
+
 def write_report(run_dir: str | Path, *, model: Any = None, data_path: str | Path | None = None) -> Path:
     """Write ``run_dir/report.html`` (self-contained) and return its path.
 
@@ -311,10 +323,13 @@ def write_report(run_dir: str | Path, *, model: Any = None, data_path: str | Pat
     :func:`factorvae.figures.traverse.write_visuals` (``model`` is passed through, else loaded from the run).
     """
     run_dir = Path(run_dir)
+    log = read_jsonl(run_dir / "log.jsonl")  # first: a damaged log is refused before any file is written
+    read_jsonl(run_dir / "metrics.jsonl")
+    if data_path is not None and model is None:
+        model = _model_on(run_dir, data_path)
     figure_error = _refresh_figures(run_dir, model, data_path)
     config = read_json(run_dir / "config.json")
     status, eval_json = read_json(run_dir / "status.json"), read_json(run_dir / "eval.json")
-    log = read_jsonl(run_dir / "log.jsonl")
     found = {name: (run_dir / name).exists() for name in
              ("config.json", "log.jsonl", "status.json", "checkpoint.pt", "eval.json", "metrics.jsonl")}
     found["log.jsonl"] = found["log.jsonl"] and bool(log)

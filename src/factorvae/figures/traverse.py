@@ -226,6 +226,7 @@ def write_visuals(
         bar.update()
 
     # tqdm's disable=None: a bar on a terminal, silent in logs and tests
+    curves = curves_from_run(run_dir)  # first: a damaged log is refused before any figure is written
     with tqdm(total=n_seeds + 5, desc="figures", unit="fig", disable=None) as bar:
         model = model if model is not None else _load_model(run_dir, data_path)
         kind, data = model.kind, model.data
@@ -246,7 +247,6 @@ def write_visuals(
         pairs = reconstructions(model, 10, seed + 1)  # other images than the traversal seeds
         put("reconstructions.png", figure_to_png(reconstruction_figure(*pairs)))
         put("samples.png", figure_to_png(samples_figure(prior_samples(model, 36, seed))))
-        curves = curves_from_run(run_dir)
         if curves is not None:
             put("curves.png", figure_to_png(curves))
         meta = {"kind": kind, "mode": tr.mode, "limit": tr.limit, "n_steps": n_steps, "seed": seed,

@@ -39,6 +39,8 @@ def export_run(run_dir: str | Path, out: str | Path) -> Path:
         raise ExportError(f"{run_dir} has no checkpoint.pt to export; train or resume the run first")
     if out.suffix != ".safetensors":
         raise ExportError(f"export to a .safetensors file, not '{out.name}'")
+    if not out.parent.is_dir():  # the atomic write would create it, wherever a typo put it
+        raise ExportError(f"{out}: folder {out.parent} does not exist; create it first or write elsewhere")
     try:
         state = load_checkpoint(path)
         config, step, modules = json.loads(state["config"]), int(state["step"]), state["modules"]

@@ -27,6 +27,7 @@ from ..config import Config, ConfigError
 from ..methods.batched import BatchedVAE, check_members
 from ..run.rundir import RunError, RunInterrupted, failure_message, is_run_dir, write_status
 from .loop import (
+    StopSignals,
     _evaluate_during_training,
     _fail_non_finite,
     _final_status,
@@ -127,7 +128,7 @@ class _Job:
             self.model.drop(k)
 
 
-def _step(job: _Job, stop: _StopSignal, t0: float, step0: int) -> dict | None:
+def _step(job: _Job, stop: StopSignals, t0: float, step0: int) -> dict | None:
     """One batched step and every member's bookkeeping; returns the first member's log record, if any."""
     numbers = job.model.train_step(job.batches)
     members = [(run, {n: v[k] for n, v in numbers.items()}) for k, run in enumerate(job.runs)]

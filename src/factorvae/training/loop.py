@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from ..config import Config
-from ..files import append_jsonl
+from ..files import STOP_SIGNALS, stops_deferred
 from ..run.checkpoint import save_checkpoint
 from ..run.rundir import RunError, RunInterrupted, failure_message, write_status
 from .health import all_finite, non_finite_names, unfit_state
@@ -32,31 +32,60 @@ from .prepare import prepare_run
 from .state import Run
 from .tensorboard import TensorBoardLog
 
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+class StopSignals:
+    """The handler of SIGINT, SIGTERM and SIGHUP (a closed terminal): a request to stop.
+
+    Inside the loop (``polled``) the first one sets :attr:`requested`, checked between steps so that the
+    checkpoint written on the way out is consistent; outside it, it raises KeyboardInterrupt at once. A
+    repeat aborts at once (a second Ctrl-C of `factorvae train`), unless ``repeats_abort`` is False: a sweep
+    worker's driver sends one stop, and the kernel can send a worker's parent-death signal more than once
+    (once per thread of a killed driver that the worker is handed to), which must not cut its checkpoint
+    short. Checkpoint writes hold every stop back until they are over (files.stops_deferred).
+    """
+
+    def __init__(self, repeats_abort: bool = True) -> None:
+        self.requested, self.polled, self.repeats_abort = False, False, repeats_abort
+
+    def __call__(self, signum, frame) -> None:
+        if self.requested:
+            if self.repeats_abort:
+                raise KeyboardInterrupt
+            return
+        self.requested = True
+        if not self.polled:
+            raise KeyboardInterrupt
+
+    def install(self) -> StopSignals:
+        """Make this the handler of every stop signal (main thread only)."""
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self)
+        return self
 
 
 class _StopSignal:
-    """Turns SIGINT/SIGTERM/SIGHUP (a closed terminal) into a flag checked between steps, so the checkpoint
-    is consistent."""
+    """Within the loop, stop signals set a flag checked between steps: the process's own
+    :class:`StopSignals` when it has one (a sweep worker), else one of its own for the duration."""
 
     def __init__(self) -> None:
-        self.requested = False
+        self.handler = StopSignals()
         self._old = {}
 
-    def __enter__(self) -> _StopSignal:
-        for sig in STOP_SIGNALS:
-            try:
-                self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread (e.g. a sweep worker): the caller handles stops
-                pass
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:  # a second Ctrl-C aborts at once
-            raise KeyboardInterrupt
-        self.requested = True
+    def __enter__(self) -> StopSignals:
+        current = signal.getsignal(signal.SIGINT)
+        if isinstance(current, StopSignals):
+            self.handler = current
+        else:
+            for sig in STOP_SIGNALS:
+                try:
+                    self._old[sig] = signal.signal(sig, self.handler)
+                except ValueError:  # not the main thread (e.g. a Ray task): the caller handles stops
+                    pass
+        self.handler.polled = True
+        return self.handler
 
     def __exit__(self, *exc) -> None:
+        self.handler.polled = False
         for sig, old in self._old.items():
             signal.signal(sig, old)
 
@@ -171,7 +200,7 @@ def write_log_line(run: Run, on_grid: bool, elapsed: float, steps_done: int) -> 
               "steps_per_s": round(steps_done / max(elapsed, 1e-9), 3)}
     if not on_grid:
         record["partial"] = True
-    append_jsonl(run.out_dir / "log.jsonl", record)
+    run.append_log("log.jsonl", record)
     if run.board is not None:
         run.board.log_line(record)
     return record
@@ -200,8 +229,9 @@ def _save_good(run: Run) -> None:
                f"kept ({_kept(run)}); lower the learning rates (lr, lr_d, lr_g) and restart")
         write_status(run.out_dir, run.step, "failed", msg)
         raise RunError(msg)
-    save_checkpoint(run.out_dir / "checkpoint.pt", run.state())
-    run.last_good = run.step
+    with stops_deferred():  # a stop lands after both, so "the checkpoint of step N stands" names the file's step
+        save_checkpoint(run.out_dir / "checkpoint.pt", run.state())
+        run.last_good = run.step
 
 
 def _final_status(run: Run, state: str, msg: str) -> None:
@@ -224,7 +254,7 @@ def _evaluate_during_training(run: Run) -> None:
     record = {"step": run.step, **results}
     if "tc" in results:
         record["tc_true"] = results["tc"]["score"]
-    append_jsonl(run.out_dir / "metrics.jsonl", record)
+    run.append_log("metrics.jsonl", record)
     if run.board is not None:
         run.board.evaluation(run.step, results, run.method, run.data, run.device, cfg.seed)
 

@@ -18,6 +18,7 @@ from ..run.rundir import (
     RESUME_SETTINGS,
     WRITER_FILES,
     RunError,
+    check_room,
     check_run_settings,
     is_run_dir,
     kept_log,
@@ -25,7 +26,7 @@ from ..run.rundir import (
     write_status,
 )
 from .health import unfit_state
-from .state import Run
+from .state import Run, data_signature
 
 
 def _lock(out_dir: Path) -> DirLock:
@@ -68,7 +69,7 @@ def prepare_run(
 
 
 def _reopen(out_dir: Path, changes: dict, data: GroundTruthData | None = None) -> Run:
-    """Resume: every check first (settings, checkpoint, logs), and only then any change on disk."""
+    """Resume: every check first (settings, checkpoint, data, logs, room), and only then any change on disk."""
     if not is_run_dir(out_dir):
         raise RunError(f"--resume {out_dir}: no run there (config.json missing); start one with --out")
     lock = _lock(out_dir)
@@ -82,15 +83,14 @@ def _reopen(out_dir: Path, changes: dict, data: GroundTruthData | None = None) -
         run = Run(config, out_dir, data)
         check_run_settings(config, run.data.has_factors)
         if (out_dir / "checkpoint.pt").exists():
-            _restore(run, out_dir / "checkpoint.pt")
+            moved = config.data_path if config.data_path != saved.data_path else None
+            _restore(run, out_dir / "checkpoint.pt", moved)
             run.last_good = run.step
         if config.steps < run.step:
             raise RunError(f"--steps {config.steps} is below step {run.step}, where {out_dir} stands; a run cannot "
                            "go back (start a new one with --out)")
-        try:
-            logs = {name: kept_log(out_dir / name, run.step) for name in ("log.jsonl", "metrics.jsonl")}
-        except ValueError as exc:
-            raise RunError(str(exc)) from None
+        logs = _kept_logs(run)
+        check_room(out_dir, run.last_good)
         remove_stale_temps(out_dir, WRITER_FILES)
         for name, text in logs.items():
             if text is not None:
@@ -105,10 +105,42 @@ def _reopen(out_dir: Path, changes: dict, data: GroundTruthData | None = None) -
     return run
 
 
-def _restore(run: Run, path: Path) -> None:
+def _kept_logs(run: Run) -> dict[str, str | None]:
+    """Each log cut back to the checkpoint's step; RunError for one damaged or cut short before it."""
     try:
-        run.restore(load_checkpoint(path, map_location=run.device))
+        return {name: kept_log(run.out_dir / name, run.step, run.logged.get(name))
+                for name in ("log.jsonl", "metrics.jsonl")}
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
+
+
+def _check_same_data(run: Run, trained_on: dict | None, data_path: str | None) -> None:
+    """A resume reading the data from a new place: it must be the data set the checkpoint was trained on
+    (a checkpoint written before this record was kept is checked only by its networks' input shape)."""
+    here = data_signature(run.data)
+    differ = [key for key, value in (trained_on or {}).items() if here.get(key) != value]
+    if differ:
+        key = differ[0]
+        raise RunError(f"--data-path {data_path} is not the data set {run.out_dir} was trained on: its "
+                       f"{key.replace('_', ' ')} {_shown(here.get(key))}, the run's {_shown(trained_on[key])}; "
+                       "give the run's own data set (moved or copied)")
+
+
+def _shown(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _restore(run: Run, path: Path, moved_data: str | None) -> None:
+    """Load the checkpoint into ``run``; ``moved_data``: the new data path, checked against the checkpoint's."""
+    try:
+        state = load_checkpoint(path, map_location=run.device)
     except Exception as exc:  # a corrupt checkpoint must not be silently replaced by a fresh start
+        raise RunError(f"cannot read {path} ({one_line(exc)}); it is left as it is") from exc
+    if moved_data is not None:
+        _check_same_data(run, state.get("data") if isinstance(state, dict) else None, moved_data)
+    try:
+        run.restore(state)
+    except Exception as exc:
         raise RunError(f"cannot read {path} ({one_line(exc)}); it is left as it is") from exc
     problem = unfit_state(run.method.modules, run.method.optimizers)
     if problem:

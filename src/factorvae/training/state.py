@@ -2,13 +2,16 @@
 
 :class:`Run` is what the loop (loop.py) advances one step at a time and what a checkpoint saves and
 restores exactly: the networks and optimizers, the noise generator, torch's global generator, the numpy
-data sampler and the running sums of the log window. Weights are initialised from ``torch.manual_seed(seed)``;
+data sampler and the running sums of the log window. It also records the step of the last whole line of
+each log and what the data set looks like, so that a resume can refuse a log cut short or other data
+(prepare.py). Weights are initialised from ``torch.manual_seed(seed)``;
 the reparameterisation noise and ``permute_dims`` draw from a generator of their own (:func:`noise_seed`).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +20,10 @@ import torch
 from ..config import Config
 from ..data import GroundTruthData
 from ..data import load as load_data
+from ..files import append_jsonl
 from ..methods import build_method
 from ..run.lock import DirLock
-from ..run.rundir import resolve_device
+from ..run.rundir import RunError, one_line, resolve_device
 from .runtime import configure_cpu
 from .tensorboard import TensorBoardLog
 
@@ -48,11 +52,12 @@ class Run:
         # like the global one would replay the very numbers that drew the initial weights
         self.generator = torch.Generator(device=self.device).manual_seed(noise_seed(config.seed))
         self.rng = np.random.default_rng(config.seed)  # the data sampler
-        self.method = build_method(config, self.data.observation_shape[0], self.generator, self.device)
+        self.method = _build(config, self.data.observation_shape[0], self.generator, self.device)
         self.step = 0
         self.last_good: int | None = None  # step of the checkpoint on disk
         self.window: dict[str, torch.Tensor] = {}
         self.window_count = 0
+        self.logged: dict[str, int] = {}  # log file name -> step of its last whole line
         self.lock: DirLock | None = None
         self.board: TensorBoardLog | None = None  # opened by fit() when config.tensorboard
 
@@ -89,6 +94,8 @@ class Run:
             "numpy_rng": json.dumps(self.rng.bit_generator.state),
             "window": dict(self.window),
             "window_count": self.window_count,
+            "logged": dict(self.logged),
+            "data": data_signature(self.data),
         }
 
     def restore(self, state: dict) -> None:
@@ -103,6 +110,15 @@ class Run:
         self.window = {k: v.to(self.device) for k, v in state["window"].items()}
         self.window_count = state["window_count"]
         self.step = state["step"]
+        self.logged = dict(state.get("logged") or {})
+        if "log.jsonl" not in self.logged and self.step > self.window_count:  # a checkpoint from before "logged":
+            self.logged["log.jsonl"] = self.step - self.window_count  # the window restarts at each whole line
+
+    def append_log(self, name: str, record: dict) -> None:
+        """Append ``record`` to the run's log ``name`` (log.jsonl, metrics.jsonl), noting a whole line's step."""
+        append_jsonl(self.out_dir / name, record)
+        if not record.get("partial"):
+            self.logged[name] = record["step"]
 
     def accumulate(self, numbers: dict[str, torch.Tensor]) -> None:
         for k, v in numbers.items():
@@ -117,6 +133,26 @@ class Run:
         if reset:
             self.window, self.window_count = {}, 0
         return record
+
+
+def _build(config: Config, channels: int, generator: torch.Generator, device: torch.device):
+    """The method's networks; settings too large for memory (e.g. latent_dim=100000000) are a one-line RunError
+    rather than the allocator's traceback."""
+    try:
+        return build_method(config, channels, generator, device)
+    except (MemoryError, RuntimeError) as exc:
+        if not isinstance(exc, (MemoryError, torch.OutOfMemoryError)) and "alloc" not in str(exc):
+            raise
+        asked = re.search(r"allocate (\d+) bytes", str(exc))
+        what = f"one tensor alone needs {int(asked[1]) / 1e9:.1f} GB" if asked else one_line(exc)
+        raise RunError(f"the networks of these settings do not fit in memory ({what}); lower latent_dim, "
+                       "fc_width or the other sizes") from None
+
+
+def data_signature(data: GroundTruthData) -> dict:
+    """What a resume checks when the data is read from a new place: the same factors and image shape."""
+    return {"factor_sizes": list(data.factor_sizes), "observation_shape": list(data.observation_shape),
+            "num_examples": int(data.num_examples)}
 
 
 def match_layouts(optimizer: torch.optim.Optimizer) -> None:
