@@ -2,6 +2,7 @@
 its factors, and a training step that returns a non-finite loss on a chosen call."""
 
 import errno
+import json
 import os
 from collections.abc import Sequence
 
@@ -112,3 +113,17 @@ def disk_full_after(monkeypatch, room: int) -> None:
     real = os.fdopen
     monkeypatch.setattr(factorvae.files.os, "fdopen", lambda fd, *args, **kwargs: _FillsUp(real(fd, *args, **kwargs),
                                                                                               room))
+
+
+def run_files(run) -> dict[str, bytes]:
+    """Every file of a run directory and its bytes: to show that a refused command changed nothing."""
+    return {p.name: p.read_bytes() for p in sorted(run.iterdir()) if p.is_file()}
+
+
+def logged_steps(path) -> list[int]:
+    """The steps of a JSON-lines log, in file order."""
+    return [json.loads(x)["step"] for x in path.read_text().splitlines()]
+
+
+def run_status(run) -> dict:
+    return json.loads((run / "status.json").read_text())

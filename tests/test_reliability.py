@@ -24,22 +24,13 @@ from factorvae.run.lock import DirLock
 from factorvae.run.rundir import RunError
 from factorvae.training.loop import prepare_run, resume, train
 from helpers import cli_error_line, disk_full_after
+from helpers import logged_steps as _steps
+from helpers import run_files as _files
+from helpers import run_status as _status
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "factorvae"
 pytestmark = pytest.mark.usefixtures("one_thread")  # in-process training beside other jobs: see conftest
 
-
-def _files(run: Path) -> dict[str, bytes]:
-    """Every file of a run directory and its bytes: to show that a refused command changed nothing."""
-    return {p.name: p.read_bytes() for p in sorted(run.iterdir()) if p.is_file()}
-
-
-def _steps(path: Path) -> list[int]:
-    return [json.loads(x)["step"] for x in path.read_text().splitlines()]
-
-
-def _status(run: Path) -> dict:
-    return json.loads((run / "status.json").read_text())
 
 
 # ---- 1. torn jsonl lines ----------------------------------------------------------------------------------

@@ -1,11 +1,9 @@
 """The last gaps of docs/reliability.md: a full disk named as one, a stop that never lands inside a checkpoint
 write (a sweep worker may be signalled twice), and logs cut short before the checkpoint refused on resume."""
 
-import json
 import os
 import shutil
 import signal
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,20 +17,12 @@ from factorvae.run.checkpoint import load_checkpoint
 from factorvae.run.rundir import RunError, RunInterrupted
 from factorvae.training.loop import StopSignals, fit, prepare_run, resume, train
 from helpers import cli_error_line, disk_full_after
+from helpers import logged_steps as _steps
+from helpers import run_files as _files
+from helpers import run_status as _status
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # in-process training beside other jobs: see conftest
 
-
-def _files(run: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(run.iterdir()) if p.is_file()}
-
-
-def _steps(path: Path) -> list[int]:
-    return [json.loads(x)["step"] for x in path.read_text().splitlines()]
-
-
-def _status(run: Path) -> dict:
-    return json.loads((run / "status.json").read_text())
 
 
 # ---- a full disk --------------------------------------------------------------------------------------------
