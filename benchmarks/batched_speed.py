@@ -1,5 +1,5 @@
 """Throughput of K FactorVAE runs trained as one batched model against the same K runs one after another
-(issue 14; paper §3, Algorithm 2, paper settings: dSprites 64×64, batch 64, latent 10, D 6×1000).
+(paper §3, Algorithm 2, paper settings: dSprites 64×64, batch 64, latent 10, D 6×1000).
 
     .venv/bin/python benchmarks/batched_speed.py [--threads 1] [--steps 20] [--warmup 3] [--ks 1,2,4,8]
     .venv/bin/python benchmarks/batched_speed.py --device cuda      # on a GPU machine
@@ -29,7 +29,7 @@ from factorvae.methods import build_method
 from factorvae.methods.batched import MODES, BatchedVAE
 
 BATCH = 64
-GAMMAS = (10.0, 20.0, 30.0, 40.0, 50.0, 100.0)  # the paper's γ grid (paper-notes §4)
+GAMMAS = (10.0, 20.0, 30.0, 40.0, 50.0, 100.0)  # the paper's γ grid (docs/paper.md §4)
 POOL = 8  # distinct minibatches per member, cycled
 
 

@@ -1,4 +1,4 @@
-"""FactorVAE training steps/s on a GPU through the normal `factorvae train` path (issue 8, target 5).
+"""FactorVAE training steps/s on a GPU through the normal `factorvae train` path.
 
 The paper's dSprites run (paper §4, Algorithm 2, batch 64, 3·10^5 steps) with the built-in data rendered on
 the device. Prints the device, steps/s and ms/step of ``--steps`` measured steps after ``--warmup`` steps,

@@ -1,4 +1,4 @@
-"""How the FactorVAE discriminator of a run judges fresh codes (paper §3; issue 13's investigation).
+"""How the FactorVAE discriminator of a run judges fresh codes (paper §3; docs/results).
 
 For N fresh images: z ~ q(z|x) (class 0, "from q(z)") and permute_dims(z) (class 1, "from q̄(z)"). Prints
 the mean logit difference logit_0 − logit_1 on each (on q it is D's TC estimate; a calibrated D gives

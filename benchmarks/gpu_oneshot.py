@@ -1,4 +1,4 @@
-"""One-shot GPU readiness run (issue 14, items 5-6): speed of one run and of batched runs, eager and
+"""One-shot GPU readiness run: speed of one run and of batched runs, eager and
 CUDA-graphed, projected to the paper's budget, and CUDA-against-CPU checks (paper §4, Algorithm 2).
 
 The paper's dSprites settings: batch 64, latent 10, appendix-A networks, FactorVAE γ = 40, the built-in
@@ -48,7 +48,7 @@ from factorvae.training.prepare import prepare_run
 from factorvae.training.state import noise_seed
 
 GAMMA = 40.0
-PAPER_STEPS, GRID_RUNS = 300_000, 120  # paper §4: 3e5 iterations; the 120-run grid of issue 14
+PAPER_STEPS, GRID_RUNS = 300_000, 120  # paper §4: 3e5 iterations; the paper's 120-run grid (docs/paper.md §4)
 GOAL_RUN_MIN, GOAL_GRID_H = 5.0, 1.0
 SHARES = {"checks": 0.2, "single": 0.25, "batched": 0.45}  # of --budget; the rest is start-up and slack
 # single-run numerics: (TF32 for matmuls and cuDNN, the run's precision setting)

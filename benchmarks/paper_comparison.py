@@ -1,4 +1,4 @@
-"""Does FactorVAE beat β-VAE on dSprites here, as in the paper (§4.1, Fig. 4–6; paper-notes §6; issue 13)?
+"""Does FactorVAE beat β-VAE on dSprites here, as in the paper (§4.1, Fig. 4–6; docs/paper.md §6)?
 
 Reads a sweep folder (``factorvae sweep --model betavae,factorvae ...``) and prints, as markdown:
 1. per setting and evaluation step, mean ± sample std over seeds of the paper metric, MIG, the true TC, the
@@ -24,7 +24,7 @@ from scipy import stats
 
 from factorvae.figures.plots import read_jsonl  # skips a torn last line of a run still writing
 
-# paper-notes §6: 3·10^5 steps, 10 seeds, reconstruction error ≈ 45 nats for both
+# docs/paper.md §6: 3·10^5 steps, 10 seeds, reconstruction error ≈ 45 nats for both
 PAPER = {("factorvae", 40.0): 0.82, ("betavae", 4.0): 0.73}
 PAPER_RECON = 45.0
 

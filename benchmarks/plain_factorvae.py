@@ -1,5 +1,5 @@
 """A plain, step-by-step FactorVAE (paper §3, Algorithm 2) written apart from the library, to check the
-library's learning curves against (issue 13: "a comparison with a plain re-implementation of Algorithm 2").
+library's learning curves against ("a comparison with a plain re-implementation of Algorithm 2").
 
 Everything here is the textbook code: ``nn.Sequential`` networks of appendix A in NCHW with stock layers,
 ``torch.optim.Adam`` (lr 1e-4, betas (0.9, 0.999) for the VAE; 1e-4, (0.5, 0.9) for D), batch 64, the VAE

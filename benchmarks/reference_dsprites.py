@@ -1,4 +1,4 @@
-"""How closely the built-in dSprites matches the real release (paper §4 "2D Shapes"; paper-notes §8; issue 12).
+"""How closely the built-in dSprites matches the real release (paper §4 "2D Shapes"; docs/paper.md §8).
 
 The release's animation (``../shared/reference/dsprites-release.gif``, 320 binary frames of real images) holds,
 for the top-left position, each shape's scale sweep at orientation 0 and its orientation sweep at scale 1, then

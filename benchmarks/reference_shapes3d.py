@@ -1,4 +1,4 @@
-"""How closely the built-in 3D Shapes matches the real release (paper §4 "3D Shapes"; paper-notes §8; issue 12).
+"""How closely the built-in 3D Shapes matches the real release (paper §4 "3D Shapes"; docs/paper.md §8).
 
 The release's animation (``../shared/reference/3dshapes-release.gif``) is 53 frames, each one real 64×64 image
 upscaled in a white frame: the cube's 15 orientations, the other shapes, the capsule's 8 scales, then sweeps

@@ -1,7 +1,7 @@
-"""Images per second of the built-in renderers on one thread (paper-notes §8: data sets rendered on demand).
+"""Images per second of the built-in renderers on one thread (docs/paper.md §8: data sets rendered on demand).
 
 Training draws 64 images per step (paper §4), so a renderer must outpace the model by a wide margin.
-Targets: dSprites >= 50,000 images/s, 3D Shapes >= 5,000 images/s, on one CPU core (issue 12).
+Targets: dSprites >= 50,000 images/s, 3D Shapes >= 5,000 images/s, on one CPU core.
 
     .venv/bin/python benchmarks/render_speed.py [--seconds 3] [--batch 64]
 """

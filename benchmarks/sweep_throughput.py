@@ -1,4 +1,4 @@
-"""Many runs on one machine (issue 8, target 4): a sweep's total throughput against runs one after another.
+"""Many runs on one machine: a sweep's total throughput against runs one after another.
 
 A grid of short FactorVAE runs (paper networks, batch 64, built-in dSprites, γ ∈ {10, 20, 30, 40}) is
 trained (a) one run after another in this process with torch's default thread count, as a user would with

@@ -232,7 +232,7 @@ def forward_macs(module: nn.Module, x: torch.Tensor) -> int:
 
 
 def step_gflop() -> tuple[float, dict[str, float]]:
-    """FLOPs of one Algorithm-2 step by the usual rule (training a layer ≈ 3 forwards), as in issue 8:
+    """FLOPs of one Algorithm-2 step by the usual rule (training a layer ≈ 3 forwards), as in docs/performance.md:
     VAE step: encoder, decoder and D forward + backward on B; encoder forward on B2; D step: D forward +
     backward on 2B codes. The same count serves both implementations, so GFLOP/s ratios are speed ratios."""
     macs = {

@@ -39,7 +39,7 @@ def assert_state_equal(a, b) -> None:
 class FactorGrid(GroundTruthData):
     """A full factor grid whose observations are the factor values themselves: float32 (n, K).
 
-    Metrics must not assume images (issue 3), so their known answers are checked on this."""
+    Metrics must not assume images, so their known answers are checked on this."""
 
     name = "toy"
 

@@ -1,4 +1,4 @@
-"""The package's layout is its architecture (issue 15): layers, no import circles, small files.
+"""The package's layout is its architecture: layers, no import circles, small files.
 
 The imports are read from the source with ``ast`` (imports inside functions count too), so a circle that
 only a late import hides still fails here. The layer order is the one README.md's layout lists and

@@ -1,4 +1,4 @@
-"""K runs trained as one batched model train as the K single runs do (issue 14; paper §3, Algorithm 2).
+"""K runs trained as one batched model train as the K single runs do (paper §3, Algorithm 2).
 
 The reference is each member's single run: ``torch.manual_seed(seed)``, its noise generator seeded with
 ``noise_seed(seed)``, its numpy sampler ``default_rng(seed)``, and ``build_method(...).train_step`` (member 0

@@ -1,4 +1,4 @@
-"""Batched training writes normal run directories (issue 14, items 2-4): each member equals its run alone,
+"""Batched training writes normal run directories: each member equals its run alone,
 resumes exactly, fails alone, and a sweep with ``--backend batched`` produces the same run folders."""
 
 import io

@@ -1,4 +1,4 @@
-"""The command line: one-line errors with exit status 2 and nothing overwritten (issue 2, bad input)."""
+"""The command line: one-line errors with exit status 2 and nothing overwritten."""
 
 import json
 import subprocess

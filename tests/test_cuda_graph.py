@@ -1,4 +1,4 @@
-"""training/cuda_graph.py: one training step captured as a CUDA graph (issue 14, GPU readiness).
+"""training/cuda_graph.py: one training step captured as a CUDA graph.
 
 On CPU (every machine): capture is refused with a one-line reason naming what is missing, and the
 parts a capture relies on are checked without a GPU: the warm-up makes one static buffer per

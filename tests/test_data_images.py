@@ -1,4 +1,4 @@
-"""CelebA, 3D Chairs and 3D Faces folders: preprocessing, the decode cache and the errors (paper-notes §8)."""
+"""CelebA, 3D Chairs and 3D Faces folders: preprocessing, the decode cache and the errors (docs/paper.md §8)."""
 
 from __future__ import annotations
 
@@ -129,7 +129,7 @@ def test_read_only_folder_caches_under_the_user_cache(tmp_path, monkeypatch) -> 
     where = default_cache_dir(tmp_path / "data")
     assert where.parent == tmp_path / "xdg" / "factorvae"
     monkeypatch.setenv("FACTORVAE_CACHE", str(tmp_path / "mine"))
-    # a folder per data path under it (issue 17): one shared folder let one data folder evict another's cache
+    # a folder per data path under it: one shared folder let one data folder evict another's cache
     assert default_cache_dir(tmp_path / "data") == tmp_path / "mine" / where.name
 
 

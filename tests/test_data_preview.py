@@ -1,4 +1,4 @@
-"""Data set listing, info and the factor-sweep preview grid (paper §4 traversals; paper-notes §8)."""
+"""Data set listing, info and the factor-sweep preview grid (paper §4 traversals; docs/paper.md §8)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""3D Shapes: the built-in renderer's factor grid and the reader of the release's h5 file (paper-notes §8)."""
+"""3D Shapes: the built-in renderer's factor grid and the reader of the release's h5 file (docs/paper.md §8)."""
 
 from __future__ import annotations
 
@@ -164,7 +164,7 @@ def test_release_frames_match(shapes: Shapes3D) -> None:
     found = [tuple(row) for row in m["factors"][: len(expected), 3:]]
     assert sum(a == b for a, b in zip(found, expected, strict=True)) >= len(expected) - 2
     assert (m["factors"][len(expected) :, 3:] == (7, 3, 14)).all()
-    assert np.abs(m["our_sky"].mean(0) - m["sky"].mean(0)).max() < 2  # issue 12 asks 25 levels
+    assert np.abs(m["our_sky"].mean(0) - m["sky"].mean(0)).max() < 2  # the target was 25 levels
     assert np.abs(m["sky_edge"]).mean() < 0.5
     gap = np.abs(ref.hue_gap(m["ours"], m["release"]))  # (frames, 3) degrees
     assert np.isfinite(gap).all() and gap.mean() < 0.6 and gap.max() < 4

@@ -1,4 +1,4 @@
-"""``torch_dataset()``: our data sets in a plain torch training loop (issue 16, item 5)."""
+"""``torch_dataset()``: our data sets in a plain torch training loop."""
 
 from pathlib import Path
 

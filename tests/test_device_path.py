@@ -1,4 +1,4 @@
-"""The CUDA path's pieces, checked on CPU (issue 8): the torch dSprites renderer, batches drawn through it,
+"""The CUDA path's pieces, checked on CPU: the torch dSprites renderer, batches drawn through it,
 and non-finite loss checks deferred to the steps that write (as a GPU run does to avoid a sync per step)."""
 
 import json

@@ -1,4 +1,4 @@
-"""Built-in dSprites renderer and the npz reader (paper-notes §8)."""
+"""Built-in dSprites renderer and the npz reader (docs/paper.md §8)."""
 
 import sys
 from pathlib import Path
@@ -126,7 +126,7 @@ def test_npz_reader_errors(tmp_path, make, message):
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
-# Pixel areas of the built-in drawings at orientation 0, scale index 0..5 (issue 12). The release's are
+# Pixel areas of the built-in drawings at orientation 0, scale index 0..5. The release's are
 # heart 58, 84, 108, 140, 182, 222; ellipse 76, 104, 144, 184, 228, 288; square 100, 144, ..., 400 (its GIF).
 PINNED_AREAS = {
     0: [100, 144, 196, 256, 324, 400],  # square: the release's exactly
@@ -165,7 +165,7 @@ def test_release_frames_match():
 
     frames, data = ref.release_frames(REFERENCE), DSprites()
     scores = np.array([row[-1] for row in ref.scale_table(data, frames)])
-    assert scores.mean() >= 0.98 and scores.min() >= 0.92  # issue 12 asks >= 0.9 and >= 0.8
+    assert scores.mean() >= 0.98 and scores.min() >= 0.92  # the target was >= 0.9 and >= 0.8
     for name in ref.ORIENTATION_SWEEPS:
         same = ref.orientation_ious(data, frames, name)
         assert same.mean() >= 0.95 and same.mean() > ref.orientation_ious(data, frames, name, reverse=True).mean()

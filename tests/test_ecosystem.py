@@ -1,4 +1,4 @@
-"""Fitting the ecosystem (issue 16): TensorBoard curves, safetensors export, the sweep's run options."""
+"""Fitting the ecosystem: TensorBoard curves, safetensors export, the sweep's run options."""
 
 import json
 import sys

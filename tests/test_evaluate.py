@@ -1,4 +1,4 @@
-"""evaluate: run directory -> metrics -> eval.json, and periodic evaluation during training (issue 3)."""
+"""evaluate: run directory -> metrics -> eval.json, and periodic evaluation during training."""
 
 import json
 

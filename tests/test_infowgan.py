@@ -1,4 +1,4 @@
-"""InfoWGAN-GP (issue 5; paper §4, paper-notes §7): gradient penalty, step isolation, Q, training and loading."""
+"""InfoWGAN-GP (paper §4, docs/paper.md §7): gradient penalty, step isolation, Q, training and loading."""
 
 import json
 import math

@@ -1,4 +1,4 @@
-"""Losses against closed forms and torch.distributions (paper-notes §1)."""
+"""Losses against closed forms and torch.distributions (docs/paper.md §1)."""
 
 import math
 

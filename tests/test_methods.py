@@ -1,4 +1,4 @@
-"""Algorithm 2's gradient isolation and the methods' objectives (paper §3; paper-notes §2)."""
+"""Algorithm 2's gradient isolation and the methods' objectives (paper §3; docs/paper.md §2)."""
 
 import io
 

@@ -1,4 +1,4 @@
-"""benchmarks/paper_comparison.py: the FactorVAE vs β-VAE statement of issue 13, on a sweep with known numbers."""
+"""benchmarks/paper_comparison.py: the FactorVAE vs β-VAE statement of docs/results, on a sweep with known numbers."""
 
 import json
 import sys

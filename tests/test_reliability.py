@@ -1,4 +1,4 @@
-"""Nothing lost, nothing stuck, nobody else let in (issue 17): torn logs, divergence, two writers, stuck runs,
+"""Nothing lost, nothing stuck, nobody else let in: torn logs, divergence, two writers, stuck runs,
 a full disk and leftovers. Bad input, reports and metrics are in test_reliability_inputs.py."""
 
 import errno

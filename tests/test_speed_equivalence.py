@@ -1,4 +1,4 @@
-"""The optimised training step computes what plain Algorithm 2 computes (issue 8; paper §3, Algorithm 2).
+"""The optimised training step computes what plain Algorithm 2 computes (paper §3, Algorithm 2).
 
 The plain reference below is the straightforward code: NCHW layout, stock nn.ConvTranspose2d, every
 gradient computed, a second D forward on z.detach(), for-loop Adam. From the same weights, optimizer

@@ -1,4 +1,4 @@
-"""Sweeps (issue 7): grid, local and Ray backends, skip/resume on restart, failures recorded, CLI, presets."""
+"""Sweeps: grid, local and Ray backends, skip/resume on restart, failures recorded, CLI, presets."""
 
 import io
 import json
@@ -131,7 +131,7 @@ def test_ray_sweep_on_a_local_instance(tmp_path):
 
 
 def test_ray_tasks_train_groups_batched(tmp_path):
-    """--backend ray --models-per-process 2: one task trains both runs as one batched model (issue 14)."""
+    """--backend ray --models-per-process 2: one task trains both runs as one batched model."""
     pytest.importorskip("ray")
     out = tmp_path / "sw"
     stream = io.StringIO()

@@ -1,4 +1,4 @@
-"""The sweep report (issue 7, item 4): table numbers, trade-off and curve figures, self-contained HTML."""
+"""The sweep report: table numbers, trade-off and curve figures, self-contained HTML."""
 
 import json
 import math

@@ -1,4 +1,4 @@
-"""The training loop: run directory, logs, exact resume, interruption and failure handling (issue 2)."""
+"""The training loop: run directory, logs, exact resume, interruption and failure handling."""
 
 import fractions
 import json

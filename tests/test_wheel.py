@@ -1,4 +1,4 @@
-"""The wheel installs and runs on its own (issue 16, item 6): a missing package file or an undeclared dependency
+"""The wheel installs and runs on its own: a missing package file or an undeclared dependency
 fails here, not on a user's machine.
 
 ``python -m build`` makes the wheel; a fresh virtual environment installs it with the constraints file (so

@@ -1,4 +1,4 @@
-"""Training configuration, declared once (paper §4 and appendix A; paper-notes §2–4, §7).
+"""Training configuration, declared once (paper §4 and appendix A; docs/paper.md §2–4, §7).
 
 One frozen dataclass holds every setting with the paper's default. The CLI and the Python API build it
 the same way (:func:`make_config`), it is saved as ``config.json`` in every run directory and inside every
@@ -40,7 +40,7 @@ class Config:
     batch_size: int = 64
     lr: float = 1e-4  # VAE (encoder + decoder) Adam learning rate
     adam_betas: tuple[float, float] = (0.9, 0.999)
-    lr_d: float | None = None  # discriminator lr; None: 1e-4 on dSprites, 1e-5 elsewhere (paper-notes §4)
+    lr_d: float | None = None  # discriminator lr; None: 1e-4 on dSprites, 1e-5 elsewhere (docs/paper.md §4)
     adam_betas_d: tuple[float, float] = (0.5, 0.9)
     same_batch: bool = False  # True: disentanglement_lib's variant that permutes the VAE step's own codes
     # networks (paper appendix A)

@@ -1,4 +1,4 @@
-"""The objective's pieces as pure tensor functions (paper §2–3, Algorithm 2; paper-notes §1–2, §7).
+"""The objective's pieces as pure tensor functions (paper §2–3, Algorithm 2; docs/paper.md §1–2, §7).
 
 Reductions follow the convention that makes β and γ mean what the paper says: reconstruction NLL summed
 over pixels, KL summed over latent dimensions, both averaged over the batch; the TC estimate averaged
@@ -65,7 +65,7 @@ def discriminator_accuracy(logits_q: torch.Tensor, logits_perm: torch.Tensor) ->
 def gradient_penalty(
     critic_fn: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor
 ) -> torch.Tensor:
-    """WGAN-GP's penalty (Gulrajani et al. 2017; paper-notes §7): mean over the batch of (‖∇D(x̂)‖₂ − 1)².
+    """WGAN-GP's penalty (Gulrajani et al. 2017; docs/paper.md §7): mean over the batch of (‖∇D(x̂)‖₂ − 1)².
 
     x̂ = eps·real + (1 − eps)·fake with one eps (B,) per example. x̂ is detached and made a leaf, so the
     penalty's gradient reaches the critic's weights (``create_graph=True``) but neither real nor fake.

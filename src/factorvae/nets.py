@@ -1,4 +1,4 @@
-"""Networks of the paper's appendix A (paper-notes §3): conv encoder, deconv decoder, TC discriminator.
+"""Networks of the paper's appendix A (docs/paper.md §3): conv encoder, deconv decoder, TC discriminator.
 
 The encoder and decoder are the same for every data set up to the number of image channels and the FC
 width (128 on dSprites, 256 elsewhere). The discriminator is an MLP of ``layers`` hidden layers of
@@ -85,7 +85,7 @@ def glorot_init(module: nn.Module) -> None:
 
 
 class Generator(nn.Module):
-    """InfoWGAN-GP generator G(c, z) (paper §4; paper-notes §7): (c (B, D), z (B, N)) -> images in [0, 1].
+    """InfoWGAN-GP generator G(c, z) (paper §4; docs/paper.md §7): (c (B, D), z (B, N)) -> images in [0, 1].
 
     The VAE decoder's layout on the input concat(c, z), with a sigmoid so that samples live where the
     data does (pixels in [0, 1]) and can be compared with real images by the critic.

@@ -1,4 +1,4 @@
-"""Array arithmetic under every data set (paper-notes §8): flat index <-> factor rows of a full grid stored
+"""Array arithmetic under every data set (docs/paper.md §8): flat index <-> factor rows of a full grid stored
 with the last factor fastest, and the uint8 -> float32 conversion at the model boundary."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Our data sets as a ``torch.utils.data.Dataset``, for training loops written outside this library.
 
 Items are (image float32 (C, 64, 64) in [0, 1], factor classes int64 (K,)), K = 0 for the data sets without
-factors (CelebA, 3D Chairs, 3D Faces), as the paper's models see them (paper §4; paper-notes §8). Nothing is
+factors (CelebA, 3D Chairs, 3D Faces), as the paper's models see them (paper §4; docs/paper.md §8). Nothing is
 copied: an item is rendered (built-in data) or read (real files, memory-mapped where they can be) when asked
 for, so the data set costs what the underlying object costs, and a ``DataLoader`` batch of 64 is one call to
 ``images`` through ``__getitems__`` rather than 64.

@@ -1,4 +1,4 @@
-"""dSprites (paper §4, "2D Shapes"; paper-notes §8): a built-in renderer of the exact factor grid and a
+"""dSprites (paper §4, "2D Shapes"; docs/paper.md §8): a built-in renderer of the exact factor grid and a
 reader for the original ``dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz``.
 
 The renderer draws each of the 3 × 6 × 40 = 720 (shape, scale, orientation) sprites once, on a 32×32

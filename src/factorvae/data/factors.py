@@ -1,4 +1,4 @@
-"""Ground-truth factor grids: index <-> factor conversion and sampling (paper §4, §5; paper-notes §8).
+"""Ground-truth factor grids: index <-> factor conversion and sampling (paper §4, §5; docs/paper.md §8).
 
 A data set with ground-truth factors is a full grid: every combination of factor values appears once,
 stored with the last factor fastest. That makes an image's index and its factor tuple interchangeable,

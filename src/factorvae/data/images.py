@@ -1,4 +1,4 @@
-"""CelebA, 3D Chairs and 3D Faces (paper §4; paper-notes §6, §8): folders of images without factors.
+"""CelebA, 3D Chairs and 3D Faces (paper §4; docs/paper.md §6, §8): folders of images without factors.
 
 The paper shows latent traversals only for these data sets, so they need nothing but 64×64 images.
 Every image file under the given folder is used, found by a recursive search (hidden folders skipped), so

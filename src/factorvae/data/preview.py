@@ -1,4 +1,4 @@
-"""Looking at a data set before training on it (paper §4; paper-notes §8): what the registry holds, what a
+"""Looking at a data set before training on it (paper §4; docs/paper.md §8): what the registry holds, what a
 data set contains, and a picture of its factors.
 
 The factor grid shows one row per factor: a random factor row held fixed while that one factor sweeps its

@@ -1,4 +1,4 @@
-"""3D Shapes (paper §4; paper-notes §8): a built-in renderer of the exact factor grid (the reader of the
+"""3D Shapes (paper §4; docs/paper.md §8): a built-in renderer of the exact factor grid (the reader of the
 original ``3dshapes.h5`` is in shapes3d_file.py).
 
 Factors, in storage order (orientation fastest): floor hue 10, wall hue 10, object hue 10 (hues 0.0..0.9),

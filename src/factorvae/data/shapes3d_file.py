@@ -1,4 +1,4 @@
-"""The original 3D Shapes release, ``3dshapes.h5`` (paper §4; paper-notes §8), read with h5py.
+"""The original 3D Shapes release, ``3dshapes.h5`` (paper §4; docs/paper.md §8), read with h5py.
 
 The factor grid and its names are the built-in renderer's (shapes3d.py); the reader takes the factor values
 from the file's own labels.

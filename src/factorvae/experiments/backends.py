@@ -1,4 +1,4 @@
-"""Where a sweep's runs execute, and how many at once (paper §4.1 sweeps; issue 8, many runs per machine).
+"""Where a sweep's runs execute, and how many at once (paper §4.1 sweeps).
 
 - ``local``: at most ``workers`` subprocesses of ``python -m factorvae.experiments.worker`` at a time, each with
   ``threads`` torch threads set through OMP_NUM_THREADS / MKL_NUM_THREADS before torch is imported, so that

@@ -1,4 +1,4 @@
-"""A sweep's grid: the (setting, seed) cells of the paper's β / γ studies (paper §4.1; paper-notes §4).
+"""A sweep's grid: the (setting, seed) cells of the paper's β / γ studies (paper §4.1; docs/paper.md §4).
 
 :func:`make_grid` turns a model, the values of its weight (γ for FactorVAE, β for β-VAE) and seeds into
 :class:`RunSpec` cells, each named like ``factorvae-gamma40-s0``; :class:`EvalPlan` says what each run is

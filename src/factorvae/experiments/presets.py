@@ -1,4 +1,4 @@
-"""Named experiments of the paper, for ``factorvae reproduce NAME [--scale F]`` (paper §4.1; paper-notes §4, §6).
+"""Named experiments of the paper, for ``factorvae reproduce NAME [--scale F]`` (paper §4.1; docs/paper.md §4, §6).
 
 Each experiment is the grids (model, weights), the seeds, the iterations and the data set of one of the
 paper's trade-off studies, with the place in the paper it comes from. ``scaled(scale)`` shrinks it for a
@@ -23,7 +23,7 @@ from ..config import ConfigError
 @dataclass(frozen=True)
 class Experiment:
     name: str
-    source: str  # where in the paper (and paper-notes) the settings come from
+    source: str  # where in the paper (and docs/paper.md) the settings come from
     description: str
     grids: tuple[tuple[str, tuple[float, ...]], ...]  # (model, values of its β or γ)
     seeds: int
@@ -58,8 +58,8 @@ class ScaledExperiment:
                 f"each ({runs} runs), metric every {self.eval_every} steps")
 
 
-BETAS = (1.0, 2.0, 4.0, 6.0, 8.0, 16.0)  # paper §4.1 β grid (paper-notes §4)
-GAMMAS = (10.0, 20.0, 30.0, 40.0, 50.0, 100.0)  # paper §4.1 γ grid (paper-notes §4)
+BETAS = (1.0, 2.0, 4.0, 6.0, 8.0, 16.0)  # paper §4.1 β grid (docs/paper.md §4)
+GAMMAS = (10.0, 20.0, 30.0, 40.0, 50.0, 100.0)  # paper §4.1 γ grid (docs/paper.md §4)
 
 EXPERIMENTS: dict[str, Experiment] = {
     e.name: e
@@ -67,7 +67,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         Experiment(
             "dsprites-tradeoff",
             "paper §4.1, 2D Shapes: the reconstruction error vs disentanglement metric figure and the metric over "
-            "training iterations; paper-notes §4, §6",
+            "training iterations; docs/paper.md §4, §6",
             "β-VAE and FactorVAE on dSprites, 10 seeds each, 3·10^5 iterations; the paper's best: "
             "FactorVAE γ=40 ≈ 0.82 vs β-VAE β=4 ≈ 0.73 at reconstruction error ≈ 45",
             (("betavae", BETAS), ("factorvae", GAMMAS)),
@@ -77,7 +77,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         ),
         Experiment(
             "shapes3d-tradeoff",
-            "paper §4.1, 3D Shapes: the same study as on 2D Shapes; iterations [open] 10^6 (paper-notes §4, §6)",
+            "paper §4.1, 3D Shapes: the same study as on 2D Shapes; iterations [open] 10^6 (docs/paper.md §4, §6)",
             "β-VAE and FactorVAE on 3D Shapes (built-in renderer unless --set data_path=...), 10 seeds each; "
             "discriminator lr 1e-5 as configured for data sets other than dSprites",
             (("betavae", BETAS), ("factorvae", GAMMAS)),

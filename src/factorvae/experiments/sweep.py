@@ -1,4 +1,4 @@
-"""Sweeps over β or γ and seeds: the paper's evidence (paper §4.1, the β / γ grids with 10 seeds; paper-notes §4, §6).
+"""Sweeps over β or γ and seeds: the paper's evidence (paper §4.1, the β / γ grids with 10 seeds; docs/paper.md §4, §6).
 
 One run directory per (setting, seed) under the sweep folder, named like ``factorvae-gamma40-s0``, each a
 normal run (``config.json``, ``log.jsonl``, ``checkpoint.pt``...) that is trained and then scored into

@@ -21,7 +21,7 @@ from ..files import atomic_write_bytes, atomic_write_text
 from .plots import curves_from_run, figure_to_png, read_json, read_jsonl
 
 MODEL_FIGURES = ("traversal_seed0.png", "traversal.gif", "reconstructions.png", "samples.png")
-# final-number keys of log.jsonl in reading order, with what they mean (paper-notes §1, §7)
+# final-number keys of log.jsonl in reading order, with what they mean (docs/paper.md §1, §7)
 FINAL_KEYS = (
     ("step", "training step"),
     ("recon", "reconstruction error (Bernoulli NLL, nats per image)"),

@@ -1,4 +1,4 @@
-"""K runs of one VAE-family method trained as one batched model (paper §3, Algorithm 2; issue 14).
+"""K runs of one VAE-family method trained as one batched model (paper §3, Algorithm 2).
 
 A sweep trains the same networks many times, differing only in seed and in γ (FactorVAE) or β (β-VAE,
 VAE). :class:`BatchedVAE` holds K such members: every parameter of the single method's networks is

@@ -1,4 +1,4 @@
-"""InfoWGAN-GP, the GAN baseline of the paper's experiments (paper §4, comparison with InfoGAN; paper-notes §7).
+"""InfoWGAN-GP, the GAN baseline of the paper's experiments (paper §4, comparison with InfoGAN; docs/paper.md §7).
 
 InfoGAN (Chen et al. 2016) trained with the Wasserstein loss and gradient penalty (Gulrajani et al. 2017).
 The generator G(c, z) maps D continuous codes c ~ U[−1, 1]^D and noise z ~ N(0, I) to images; a critic

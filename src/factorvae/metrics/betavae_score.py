@@ -1,4 +1,4 @@
-"""The β-VAE metric of Higgins et al. (ICLR 2017), which Kim & Mnih criticise (paper §5; paper-notes §5).
+"""The β-VAE metric of Higgins et al. (ICLR 2017), which Kim & Mnih criticise (paper §5; docs/paper.md §5).
 
 One training point: pick a factor k; draw ``vote_size`` (L) pairs of observations that share factor k
 and nothing else on purpose (both rows draw every factor at random, then the second copies factor k from

@@ -7,7 +7,7 @@ whose global std is below ``prune_std`` collapsed to the prior and take no part 
 every vote with a near-zero variance). A majority-vote classifier maps each dimension to the factor it got
 most training votes for; the score is its accuracy on separate evaluation votes.
 
-Protocols (paper-notes §5): "paper" uses L = 100 with 800 training and 800 evaluation votes, as the
+Protocols (docs/paper.md §5): "paper" uses L = 100 with 800 training and 800 evaluation votes, as the
 paper's reimplementations do; "dlib" follows disentanglement_lib (L = 64, 10,000 / 5,000 votes). Both
 estimate the global std from 10,000 random observations (ddof=1, as dlib) and prune std < 0.05 (dlib's
 threshold; the paper only says collapsed dimensions are removed).

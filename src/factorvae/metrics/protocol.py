@@ -1,4 +1,4 @@
-"""Named metric protocols and the result record every metric returns (paper §5; paper-notes §5).
+"""Named metric protocols and the result record every metric returns (paper §5; docs/paper.md §5).
 
 The numbers a disentanglement metric gives depend on its sample sizes, and the paper's implementation and
 disentanglement_lib (dlib) chose different ones. Each metric therefore declares its settings once per

@@ -1,4 +1,4 @@
-"""The true total correlation of the aggregate posterior, by Monte Carlo (paper §4, Fig. 7; paper-notes §6).
+"""The true total correlation of the aggregate posterior, by Monte Carlo (paper §4, Fig. 7; docs/paper.md §6).
 
 TC(q) = KL(q(z) ‖ Π_j q(z_j)) with q(z) = (1/N) Σ_n q(z|x_n), a mixture of N diagonal Gaussians. The
 discriminator's estimate during training is biased low, so the paper also reports the true TC. We use the

@@ -1,4 +1,4 @@
-"""K runs of a grid trained in lockstep as one batched model (paper §4.1's β / γ grids; issue 14).
+"""K runs of a grid trained in lockstep as one batched model (paper §4.1's β / γ grids).
 
 Each member is a normal :class:`~.state.Run`, opened by :func:`~.prepare.prepare_run` as a run alone would
 be: its run directory, lock, config.json and status.json; its weights initialised from its own seed; its

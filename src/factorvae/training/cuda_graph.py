@@ -1,4 +1,4 @@
-"""One training step captured as a CUDA graph and replayed (paper Algorithm 2; issue 14, GPU readiness).
+"""One training step captured as a CUDA graph and replayed (paper Algorithm 2).
 
 Why: a FactorVAE iteration at the paper's batch of 64 is a few hundred small kernels (two encoder passes,
 decoder, D on z and on permute_dims(z'), two backward passes, two fused Adam steps; counted from the

@@ -1,4 +1,4 @@
-"""Is a training state fit to be kept? The checks made before a checkpoint is called good (paper-notes §4).
+"""Is a training state fit to be kept? The checks made before a checkpoint is called good (docs/paper.md §4).
 
 A diverging run does not always show it in its VAE loss first: with a huge discriminator learning rate the
 step that blows D's weights up to 1e30 still reports a finite loss (it was computed before the update),

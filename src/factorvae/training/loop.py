@@ -1,4 +1,4 @@
-"""The one training loop, for every method (paper §4, Algorithm 2; paper-notes §4).
+"""The one training loop, for every method (paper §4, Algorithm 2; docs/paper.md §4).
 
 A run directory holds ``config.json``, ``log.jsonl`` (one line per ``log_every`` steps: window means of
 the method's numbers), ``metrics.jsonl`` (periodic evaluation), ``status.json`` and ``checkpoint.pt``.
